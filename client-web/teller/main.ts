@@ -1,0 +1,450 @@
+/**
+ * The teller console (/teller/): sign in → availability → offer with countdown → call → wrap-up.
+ * The staff JWT from POST /api/auth/login is kept in sessionStorage (this tab only) until it expires.
+ */
+import '../lib/base.css';
+import './teller.css';
+import { z } from 'zod';
+import {
+  businessTypeSchema,
+  languageSchema,
+  protocolErrorSchema,
+  type CallEnded,
+  type ErrorCode,
+  type Offer,
+  type TellerInfo,
+  type TellerState,
+} from '../../signaling/protocol.ts';
+import { CallMedia } from '../lib/call.ts';
+import { BUSINESS_TYPE_LABELS, byId, byTestId, exposeTestHook, formatDuration, languageLabel, setText, showView } from '../lib/dom.ts';
+import { getLocalMedia, stopStream } from '../lib/media.ts';
+import { connect, connectErrorOf, listen, request, RequestError, type AppSocket } from '../lib/socket.ts';
+
+const SESSION_KEY = 'videoteller.staff';
+
+const loginResponseSchema = z.object({
+  token: z.string().min(1),
+  /** Epoch ms. */
+  expiresAt: z.number(),
+  staff: z.object({
+    id: z.string(),
+    displayName: z.string(),
+    role: z.string(),
+    skills: z.object({ businessTypes: z.array(businessTypeSchema), languages: z.array(languageSchema) }),
+  }),
+});
+type Login = z.infer<typeof loginResponseSchema>;
+
+const STATE_LABELS: Record<TellerState, string> = {
+  offline: 'Offline',
+  available: 'Available',
+  reserved: 'Offer pending',
+  busy: 'In a call',
+  wrap_up: 'Wrap-up',
+  away: 'Away',
+};
+
+const END_REASONS: Record<CallEnded['reason'], string> = {
+  customer_hangup: 'The customer hung up.',
+  teller_hangup: 'You ended the call.',
+  peer_lost: 'The connection to the customer was lost.',
+  server_shutdown: 'The server is shutting down.',
+  failed: 'The call failed.',
+};
+
+const CONNECT_ERRORS: Partial<Record<ErrorCode, string>> = {
+  unauthorized: 'Please sign in.',
+  token_invalid: 'Your sign-in is not valid. Please sign in again.',
+  token_expired: 'Your sign-in has expired. Please sign in again.',
+  forbidden: 'This account cannot take calls (teller role required).',
+  wrong_namespace: 'That token is not a staff sign-in.',
+};
+
+let login: Login | undefined;
+let socket: AppSocket | undefined;
+let info: TellerInfo | undefined;
+let offer: Offer | undefined;
+let offerReceivedAt = 0;
+let call: CallMedia | undefined;
+let callStartedAt = 0;
+let localStream: MediaStream | undefined;
+let phase: 'login' | 'idle' | 'offer' | 'call' | 'wrap_up' = 'login';
+let ticker: number | undefined;
+
+const availableButton = byTestId<HTMLButtonElement>('available');
+const acceptButton = byTestId<HTMLButtonElement>('accept');
+const declineButton = byTestId<HTMLButtonElement>('decline');
+const endCallButton = byTestId<HTMLButtonElement>('end-call');
+const callStatus = byTestId('call-status');
+const banner = byId('banner');
+
+exposeTestHook({
+  page: 'teller',
+  state: () => (phase === 'login' ? 'login' : `${phase}:${info?.state ?? 'offline'}`),
+  stats: async () => (call ? call.stats() : null),
+});
+
+function setBanner(text: string | undefined): void {
+  banner.hidden = !text;
+  setText(banner, text ?? '');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+
+function stored(): Login | undefined {
+  try {
+    const parsed = loginResponseSchema.safeParse(JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null'));
+    return parsed.success && parsed.data.expiresAt > Date.now() + 10_000 ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+byId<HTMLFormElement>('login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const username = byTestId<HTMLInputElement>('username').value.trim();
+  const password = byTestId<HTMLInputElement>('password').value;
+  const error = byTestId('login-error');
+  const button = byTestId<HTMLButtonElement>('login');
+  error.hidden = true;
+  if (!username || !password) {
+    error.textContent = 'Enter your username and password.';
+    error.hidden = false;
+    return;
+  }
+  button.disabled = true;
+  try {
+    const res = await fetch('/api/auth/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username, password }),
+    });
+    const body: unknown = await res.json().catch(() => undefined);
+    if (!res.ok) {
+      const err = z.object({ error: protocolErrorSchema }).safeParse(body);
+      error.dataset.code = err.success ? err.data.error.code : String(res.status);
+      throw new Error(res.status === 401 ? 'Wrong username or password.' : err.success ? err.data.error.message : `Sign-in failed (${res.status}).`);
+    }
+    const parsed = loginResponseSchema.safeParse(body);
+    if (!parsed.success) throw new Error('The server sent an unexpected answer.');
+    if (parsed.data.staff.role !== 'teller') throw new Error('This console is for tellers; your account cannot take calls.');
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(parsed.data));
+    byTestId<HTMLInputElement>('password').value = '';
+    signedIn(parsed.data);
+  } catch (err) {
+    error.textContent = err instanceof TypeError ? 'Cannot reach the server.' : (err as Error).message;
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function signedIn(l: Login): void {
+  login = l;
+  setText(byId('me'), l.staff.displayName);
+  setText(byId('skills-bt'), l.staff.skills.businessTypes.map((b) => BUSINESS_TYPE_LABELS[b] ?? b).join(', '));
+  setText(byId('skills-lang'), l.staff.skills.languages.map(languageLabel).join(', '));
+  byId('logout').hidden = false;
+  phase = 'idle';
+  showView('view-console');
+  render();
+  openSocket(l.token);
+  ticker ??= window.setInterval(tick, 250);
+}
+
+function signOut(message?: string): void {
+  sessionStorage.removeItem(SESSION_KEY);
+  call?.close();
+  call = undefined;
+  stopStream(localStream);
+  localStream = undefined;
+  socket?.off();
+  socket?.disconnect();
+  socket = undefined;
+  login = undefined;
+  info = undefined;
+  offer = undefined;
+  phase = 'login';
+  byId('logout').hidden = true;
+  byId('state').hidden = true;
+  setText(byId('me'), '');
+  setBanner(undefined);
+  const error = byTestId('login-error');
+  error.hidden = !message;
+  error.textContent = message ?? '';
+  showView('view-login');
+}
+byId('logout').addEventListener('click', () => signOut());
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+function openSocket(token: string): void {
+  const s = connect('/teller', { token: () => token });
+  socket = s;
+  s.on('connect', () => setBanner(undefined));
+  s.on('connect_error', (err: Error & { data?: unknown }) => {
+    const refused = connectErrorOf(err);
+    if (!refused) {
+      setBanner('Cannot reach the server. Retrying…');
+      return;
+    }
+    byTestId('login-error').dataset.code = refused.code;
+    signOut(CONNECT_ERRORS[refused.code] ?? refused.message);
+  });
+  s.on('disconnect', (reason) => {
+    if (reason === 'io client disconnect') return;
+    setBanner('Connection lost. Reconnecting…');
+  });
+
+  listen(s, 'teller:info', (i) => {
+    info = i;
+    if (i.state === 'away' && localStream && phase === 'idle') {
+      // Missed offers made us away, or another tab set it: no need to keep the camera on.
+      stopStream(localStream);
+      localStream = undefined;
+    }
+    render();
+  });
+
+  listen(s, 'offer:new', (o) => {
+    offer = o;
+    offerReceivedAt = Date.now();
+    phase = 'offer';
+    acceptButton.disabled = false;
+    declineButton.disabled = false;
+    byId('offer-closed').hidden = true;
+    render();
+  });
+
+  listen(s, 'offer:closed', (closed) => {
+    if (offer?.offerId !== closed.offerId) return;
+    offer = undefined;
+    if (phase === 'offer') phase = 'idle';
+    if (closed.state !== 'accepted') {
+      const text = byId('offer-closed');
+      text.textContent =
+        closed.state === 'timeout' ? 'The offer timed out and went back to the queue.' : closed.state === 'canceled' ? 'The customer left before the call started.' : 'Offer declined.';
+      text.dataset.state = closed.state;
+      text.hidden = false;
+    }
+    render();
+  });
+
+  listen(s, 'call:start', (start) => void startCall(start.peerName));
+  listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason]));
+  listen(s, 'protocol:error', (err) => console.warn('videoteller: protocol error', err));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Availability, offers
+
+availableButton.addEventListener('click', async () => {
+  if (!socket) return;
+  const wantAvailable = availableButton.getAttribute('aria-pressed') !== 'true';
+  availableButton.disabled = true;
+  const mediaError = byTestId('media-error');
+  try {
+    if (wantAvailable) {
+      // The camera must work before calls are offered: start it now (also a user gesture for autoplay).
+      try {
+        localStream ??= await getLocalMedia();
+        mediaError.hidden = true;
+      } catch (err) {
+        mediaError.textContent = (err as Error).message;
+        mediaError.hidden = false;
+        return;
+      }
+    }
+    const { state } = await request(socket, 'teller:availability', { status: wantAvailable ? 'available' : 'away' });
+    if (info) info = { ...info, state };
+    if (!wantAvailable && phase === 'idle') {
+      stopStream(localStream);
+      localStream = undefined;
+    }
+  } catch (err) {
+    setBanner(`Could not change availability: ${(err as Error).message}`);
+  } finally {
+    availableButton.disabled = false;
+    render();
+  }
+});
+
+acceptButton.addEventListener('click', async () => {
+  if (!socket || !offer) return;
+  acceptButton.disabled = true;
+  declineButton.disabled = true;
+  try {
+    localStream ??= await getLocalMedia();
+    await request(socket, 'offer:accept', { offerId: offer.offerId });
+  } catch (err) {
+    const text = byId('offer-closed');
+    text.textContent = `Could not accept: ${err instanceof RequestError ? `${err.message} (${err.code})` : (err as Error).message}`;
+    text.hidden = false;
+    offer = undefined;
+    if (phase === 'offer') phase = 'idle';
+    render();
+  }
+});
+
+declineButton.addEventListener('click', async () => {
+  if (!socket || !offer) return;
+  acceptButton.disabled = true;
+  declineButton.disabled = true;
+  const offerId = offer.offerId;
+  try {
+    await request(socket, 'offer:decline', { offerId });
+  } catch (err) {
+    setBanner(`Could not decline: ${(err as Error).message}`);
+  } finally {
+    if (offer?.offerId === offerId) offer = undefined;
+    if (phase === 'offer') phase = 'idle';
+    render();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Call
+
+async function startCall(peerName: string): Promise<void> {
+  if (!socket) return;
+  call?.close();
+  offer = undefined;
+  phase = 'call';
+  callStartedAt = Date.now();
+  endCallButton.disabled = false;
+  byId('offer-closed').hidden = true;
+  render();
+  setText(callStatus, `Connecting to ${peerName}…`);
+  try {
+    localStream ??= await getLocalMedia();
+  } catch (err) {
+    setText(callStatus, (err as Error).message);
+    return;
+  }
+  byId<HTMLVideoElement>('local-video').srcObject = localStream;
+  const media = new CallMedia({
+    socket,
+    localStream,
+    remoteVideo: byId<HTMLVideoElement>('remote-video'),
+    remoteAudio: byId<HTMLAudioElement>('remote-audio'),
+    onState: (state) => {
+      const texts = { connecting: `Connecting to ${peerName}…`, connected: `In a call with ${peerName}`, reconnecting: 'Reconnecting…', failed: 'The media connection failed.', closed: '' };
+      setText(callStatus, texts[state]);
+      callStatus.dataset.state = state;
+    },
+    onAudioBlocked: () => {
+      byId('unmute').hidden = false;
+    },
+    onError: (err) => console.error('videoteller: call media', err),
+  });
+  call = media;
+  try {
+    await media.start();
+  } catch (err) {
+    if (call === media) {
+      setText(callStatus, 'The video connection could not be set up.');
+      console.error('videoteller: call setup', err);
+    }
+  }
+}
+
+byId('unmute').addEventListener('click', () => {
+  call?.resumeAudio().then(
+    () => (byId('unmute').hidden = true),
+    () => {},
+  );
+});
+
+endCallButton.addEventListener('click', async () => {
+  if (!socket) return;
+  endCallButton.disabled = true;
+  try {
+    await request(socket, 'call:hangup', {});
+    endCall(END_REASONS.teller_hangup);
+  } catch (err) {
+    if (phase !== 'call') return; // call:ended came first
+    endCallButton.disabled = false;
+    setBanner(`Could not end the call: ${(err as Error).message}`);
+  }
+});
+
+function endCall(reason: string): void {
+  if (phase !== 'call') return;
+  call?.close();
+  call = undefined;
+  phase = 'wrap_up';
+  setText(byId('ended-reason'), reason);
+  byId('unmute').hidden = true;
+  render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+function render(): void {
+  if (phase === 'login') return;
+  const state = info?.state ?? 'offline';
+  const badge = byId('state');
+  badge.hidden = false;
+  badge.dataset.state = state;
+  setText(badge, STATE_LABELS[state]);
+
+  const available = state !== 'away' && state !== 'offline';
+  availableButton.setAttribute('aria-pressed', String(available));
+  availableButton.setAttribute('aria-checked', String(available));
+  setText(byId('available-label'), available ? 'Available' : 'Away');
+  availableButton.disabled = phase === 'call' || phase === 'offer' || !info;
+
+  setText(
+    byTestId('idle-text'),
+    state === 'available'
+      ? 'Waiting for the next call that fits your skills.'
+      : state === 'away' || state === 'offline'
+        ? 'Set yourself available to receive calls.'
+        : STATE_LABELS[state],
+  );
+  const preview = byId<HTMLVideoElement>('self-preview');
+  if (preview.srcObject !== (localStream ?? null)) preview.srcObject = localStream ?? null;
+  // During a call the own picture is in the call view.
+  preview.hidden = phase === 'call' || !localStream;
+
+  byTestId('offer').hidden = phase !== 'offer' || !offer;
+  if (offer) {
+    setText(byTestId('offer-business-type'), BUSINESS_TYPE_LABELS[offer.businessType] ?? offer.businessType);
+    setText(byTestId('offer-language'), languageLabel(offer.language));
+    setText(byTestId('offer-priority'), String(offer.priority));
+  }
+  byTestId('call').hidden = phase !== 'call';
+  byTestId('wrap-up').hidden = phase !== 'wrap_up';
+  byTestId('idle').hidden = phase !== 'idle';
+  tick();
+}
+
+/** Live clocks: the offer's countdown and waited time, the call timer, the wrap-up countdown. */
+function tick(): void {
+  const now = Date.now();
+  if (phase === 'offer' && offer) {
+    const left = offer.expiresAt - now;
+    setText(byTestId('offer-countdown'), left > 0 ? formatDuration(left + 999) : 'expired');
+    setText(byTestId('offer-waited'), formatDuration(offer.waitedMs + (now - offerReceivedAt)));
+    if (left <= 0) acceptButton.disabled = true;
+  }
+  if (phase === 'call') setText(byTestId('call-timer'), formatDuration(now - callStartedAt));
+  if (phase === 'wrap_up') {
+    const until = info?.state === 'wrap_up' ? info.wrapUpUntil : undefined;
+    setText(
+      byTestId('wrap-up-text'),
+      until && until > now
+        ? `Wrap-up: next calls in ${formatDuration(until - now + 999)}.`
+        : info?.state === 'available'
+          ? 'You are available for the next call.'
+          : `Status: ${STATE_LABELS[info?.state ?? 'offline']}.`,
+    );
+  }
+}
+
+const existing = stored();
+if (existing) signedIn(existing);
+else showView('view-login');

@@ -1,0 +1,124 @@
+import type { Namespace } from 'socket.io';
+import type { Logger } from '../src/logger.ts';
+import type { EvidenceSink } from '../src/evidence.ts';
+import type { SessionRecord, TellerRecord } from '../src/store/types.ts';
+import { CallMedia } from '../media/call-media.ts';
+import type { MediaWorkerPool } from '../media/worker-pool.ts';
+import type { CallEnded, ClientToServerEvents, ServerToClientEvents } from './protocol.ts';
+import type { QueueRouter } from './router.ts';
+import { SignalingError } from './handlers.ts';
+
+export type Participant = 'customer' | 'teller';
+type AppNamespace = Namespace<ClientToServerEvents, ServerToClientEvents>;
+
+export interface ActiveCall {
+  callId: string;
+  sessionId: string;
+  tellerId: string;
+  media: CallMedia;
+  log: Logger;
+}
+
+export const sessionRoom = (sessionId: string) => `session:${sessionId}`;
+export const tellerRoom = (tellerId: string) => `teller:${tellerId}`;
+
+/**
+ * Owns the calls in progress on this node: creates the call's media when a teller accepts, tells
+ * each side about the other's producers, and tears everything down when the call ends, whoever
+ * ends it (hang-up, lost peer, media worker death, shutdown).
+ */
+export class CallCoordinator {
+  private readonly bySession = new Map<string, ActiveCall>();
+
+  constructor(
+    private readonly pool: MediaWorkerPool,
+    private readonly router: QueueRouter,
+    private readonly evidence: EvidenceSink,
+    private readonly namespaces: { customer: AppNamespace; teller: AppNamespace },
+    private readonly log: Logger,
+  ) {
+    router.on('accepted', (session, teller) => {
+      this.start(session, teller).catch(async (err) => {
+        this.log.error({ err, sessionId: session.id }, 'call setup failed');
+        await this.end(session.id, 'system', 'failed').catch(() => undefined);
+      });
+    });
+  }
+
+  get size(): number {
+    return this.bySession.size;
+  }
+
+  private async start(session: SessionRecord, teller: TellerRecord): Promise<void> {
+    const callId = session.callId!;
+    const log = this.log.child({ sessionId: session.id, callId });
+    const media = await CallMedia.create(this.pool, { callId, sessionId: session.id, logger: log });
+    const call: ActiveCall = { callId, sessionId: session.id, tellerId: teller.id, media, log };
+    this.bySession.set(session.id, call);
+
+    media.on('producer', ({ participant, producerId, kind }) => {
+      this.emitTo(call, other(participant), 'media:newProducer', { producerId, kind });
+      void this.evidence
+        .append({ sessionId: session.id, type: 'media.producer', actor: participant === 'teller' ? teller.id : 'customer', payload: { callId, participant, kind, producerId } })
+        .catch((err) => log.error({ err }, 'evidence append failed'));
+    });
+    media.on('closed', () => {
+      if (this.bySession.get(session.id) === call) void this.end(session.id, 'system', 'failed');
+    });
+
+    await this.evidence.append({
+      sessionId: session.id,
+      type: 'call.started',
+      actor: teller.id,
+      payload: { callId, tellerId: teller.id, worker: media.workerPid ?? null },
+    });
+    log.info({ tellerId: teller.id }, 'call started');
+    this.emitTo(call, 'customer', 'call:start', { callId, sessionId: session.id, role: 'customer', peerName: teller.displayName });
+    this.emitTo(call, 'teller', 'call:start', { callId, sessionId: session.id, role: 'teller', peerName: 'Customer' });
+  }
+
+  /** The call a participant's socket may act on; a session without a call is invalid_state. */
+  require(sessionId: string | undefined): ActiveCall {
+    const call = sessionId ? this.bySession.get(sessionId) : undefined;
+    if (!call) throw new SignalingError('invalid_state', 'no call in progress');
+    return call;
+  }
+
+  get(sessionId: string): ActiveCall | undefined {
+    return this.bySession.get(sessionId);
+  }
+
+  /** Announces the other side's existing producers, e.g. after a receive transport is created. */
+  announceExistingProducers(call: ActiveCall, to: Participant): void {
+    for (const p of call.media.producers(other(to))) this.emitTo(call, to, 'media:newProducer', p);
+  }
+
+  /** Ends the call of a session: state, media, both pages. Idempotent. */
+  async end(sessionId: string, actor: string, reason: CallEnded['reason']): Promise<void> {
+    const call = this.bySession.get(sessionId);
+    this.bySession.delete(sessionId);
+    const to = reason === 'failed' || reason === 'peer_lost' ? 'failed' : 'ended';
+    await this.router.endCall(sessionId, actor, reason, reason === 'server_shutdown' ? 'ended' : to);
+    if (!call) return;
+    call.media.close();
+    await this.evidence.append({ sessionId, type: 'call.ended', actor, payload: { callId: call.callId, reason } });
+    call.log.info({ reason }, 'call ended');
+    const ended = { callId: call.callId, sessionId, reason };
+    this.emitTo(call, 'customer', 'call:ended', ended);
+    this.emitTo(call, 'teller', 'call:ended', ended);
+  }
+
+  /** Ends every call on this node (graceful shutdown). */
+  async endAll(reason: CallEnded['reason']): Promise<void> {
+    await Promise.all([...this.bySession.keys()].map((id) => this.end(id, 'system', reason)));
+  }
+
+  private emitTo<E extends keyof ServerToClientEvents>(call: ActiveCall, who: Participant, event: E, ...args: Parameters<ServerToClientEvents[E]>): void {
+    const target = who === 'customer' ? this.namespaces.customer.to(sessionRoom(call.sessionId)) : this.namespaces.teller.to(tellerRoom(call.tellerId));
+    (target.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args);
+  }
+}
+
+export function other(p: Participant): Participant {
+  return p === 'customer' ? 'teller' : 'customer';
+}

@@ -1,0 +1,257 @@
+/**
+ * The socket.io protocol, declared once and imported by the server (signaling/) and the pages
+ * (client-web/). Every message a client sends is parsed with the zod schema of its event before
+ * any handler sees it; server messages have schemas too so the pages can check what they get.
+ *
+ * This module must stay free of Node-only imports: Vite bundles it into the browser pages.
+ */
+import { z } from 'zod';
+
+// ---------------------------------------------------------------------------------------------
+// Shared vocabulary
+
+export const BUSINESS_TYPES = ['corporate_account_opening', 'wealth_product', 'consultation'] as const;
+export const businessTypeSchema = z.enum(BUSINESS_TYPES);
+export type BusinessType = z.infer<typeof businessTypeSchema>;
+
+/** BCP 47 primary language tags we route on ("de", "en", "fr" ...). */
+export const languageSchema = z
+  .string()
+  .regex(/^[a-z]{2,3}$/, 'a two- or three-letter lower-case language code such as "en"');
+export type Language = z.infer<typeof languageSchema>;
+
+export const SESSION_STATES = [
+  'created',
+  'queued',
+  'offered',
+  'in_call',
+  'reconnecting',
+  'decided',
+  'ended',
+  'abandoned',
+  'expired',
+  'failed',
+] as const;
+export const sessionStateSchema = z.enum(SESSION_STATES);
+export type SessionState = z.infer<typeof sessionStateSchema>;
+
+export const TELLER_STATES = ['offline', 'available', 'reserved', 'busy', 'wrap_up', 'away'] as const;
+export const tellerStateSchema = z.enum(TELLER_STATES);
+export type TellerState = z.infer<typeof tellerStateSchema>;
+
+/** Offer (reservation) lifecycle, as in Twilio TaskRouter's reservations. */
+export const OFFER_STATES = ['pending', 'accepted', 'rejected', 'timeout', 'canceled'] as const;
+export const offerStateSchema = z.enum(OFFER_STATES);
+export type OfferState = z.infer<typeof offerStateSchema>;
+
+/** Machine-readable error codes, the same on HTTP bodies, socket acks and connect errors. */
+export const ERROR_CODES = [
+  'bad_request',
+  'too_large',
+  'unauthorized',
+  'token_invalid',
+  'token_expired',
+  'token_reused',
+  'forbidden',
+  'wrong_namespace',
+  'not_found',
+  'invalid_state',
+  'conflict',
+  'rate_limited',
+  'unavailable',
+  'internal',
+] as const;
+export const errorCodeSchema = z.enum(ERROR_CODES);
+export type ErrorCode = z.infer<typeof errorCodeSchema>;
+
+export const protocolErrorSchema = z.object({ code: errorCodeSchema, message: z.string() });
+export type ProtocolError = z.infer<typeof protocolErrorSchema>;
+
+/** Every acknowledgement has this shape: a typed result or a typed error, never a throw. */
+export type Ack<T> = { ok: true; data: T } | { ok: false; error: ProtocolError };
+export type AckFn<T> = (reply: Ack<T>) => void;
+
+/** Largest client message the server reads, in bytes of JSON (rtpParameters are a few KB). */
+export const MAX_MESSAGE_BYTES = 16 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Media (mediasoup) payloads. mediasoup validates the deep structure itself; here we check the
+// shape and bound the size so nothing unexpected reaches it.
+
+const id = z.string().min(1).max(64);
+const looseObject = z.looseObject({});
+
+export const dtlsParametersSchema = z.looseObject({
+  role: z.enum(['auto', 'client', 'server']).optional(),
+  fingerprints: z
+    .array(z.object({ algorithm: z.string().max(16), value: z.string().max(256) }))
+    .min(1)
+    .max(8),
+});
+
+export const rtpParametersSchema = z.looseObject({
+  mid: z.string().max(32).optional(),
+  codecs: z.array(looseObject).min(1).max(16),
+  headerExtensions: z.array(looseObject).max(32).optional(),
+  encodings: z.array(looseObject).max(8).optional(),
+  rtcp: looseObject.optional(),
+});
+
+export const rtpCapabilitiesSchema = z.looseObject({
+  codecs: z.array(looseObject).max(64).optional(),
+  headerExtensions: z.array(looseObject).max(64).optional(),
+});
+
+export const mediaKindSchema = z.enum(['audio', 'video']);
+export type MediaKind = z.infer<typeof mediaKindSchema>;
+
+export const transportDirectionSchema = z.enum(['send', 'recv']);
+
+export interface TransportOptions {
+  id: string;
+  iceParameters: unknown;
+  iceCandidates: unknown[];
+  dtlsParameters: unknown;
+}
+
+export interface ConsumerOptions {
+  id: string;
+  producerId: string;
+  kind: MediaKind;
+  rtpParameters: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client → server messages (validated on the server)
+
+export const clientMessages = {
+  // customer
+  'queue:join': z.object({ consent: z.literal(true) }).strict(),
+  'queue:leave': z.object({}).strict(),
+  // teller
+  'teller:availability': z.object({ status: z.enum(['available', 'away']) }).strict(),
+  'offer:accept': z.object({ offerId: id }).strict(),
+  'offer:decline': z.object({ offerId: id }).strict(),
+  // both sides, during a call
+  'media:capabilities': z.object({}).strict(),
+  'media:createTransport': z.object({ direction: transportDirectionSchema }).strict(),
+  'media:connectTransport': z.object({ transportId: id, dtlsParameters: dtlsParametersSchema }).strict(),
+  'media:produce': z
+    .object({ transportId: id, kind: mediaKindSchema, rtpParameters: rtpParametersSchema })
+    .strict(),
+  'media:consume': z
+    .object({ transportId: id, producerId: id, rtpCapabilities: rtpCapabilitiesSchema })
+    .strict(),
+  'media:resumeConsumer': z.object({ consumerId: id }).strict(),
+  'media:restartIce': z.object({ transportId: id }).strict(),
+  'call:hangup': z.object({}).strict(),
+} as const;
+
+export type ClientMessageName = keyof typeof clientMessages;
+export type ClientMessage<E extends ClientMessageName> = z.infer<(typeof clientMessages)[E]>;
+
+/** What each acknowledgement carries on success. */
+export interface ClientAckData {
+  'queue:join': QueuePosition;
+  'queue:leave': { state: SessionState };
+  'teller:availability': { state: TellerState };
+  'offer:accept': { callId: string; sessionId: string };
+  'offer:decline': { state: TellerState };
+  'media:capabilities': { rtpCapabilities: unknown };
+  'media:createTransport': TransportOptions;
+  'media:connectTransport': Record<string, never>;
+  'media:produce': { producerId: string };
+  'media:consume': ConsumerOptions;
+  'media:resumeConsumer': Record<string, never>;
+  'media:restartIce': { iceParameters: unknown };
+  'call:hangup': { state: SessionState };
+}
+
+export type ClientToServerEvents = {
+  [E in ClientMessageName]: (payload: ClientMessage<E>, ack: AckFn<ClientAckData[E]>) => void;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Server → client messages
+
+export const queuePositionSchema = z.object({
+  /** 1 = next to be served among sessions with the same skills. */
+  position: z.number().int().min(1),
+  /** Estimated seconds until a teller answers, from recent answer times and tellers on shift. */
+  estimatedWaitS: z.number().int().min(0),
+});
+export type QueuePosition = z.infer<typeof queuePositionSchema>;
+
+export const sessionInfoSchema = z.object({
+  sessionId: z.string(),
+  state: sessionStateSchema,
+  businessType: businessTypeSchema,
+  language: languageSchema,
+  /** Lets a dropped customer page reconnect after its single-use join token was spent. */
+  resumeToken: z.string().optional(),
+});
+export type SessionInfo = z.infer<typeof sessionInfoSchema>;
+
+export const tellerInfoSchema = z.object({
+  tellerId: z.string(),
+  displayName: z.string(),
+  state: tellerStateSchema,
+  skills: z.object({ businessTypes: z.array(businessTypeSchema), languages: z.array(languageSchema) }),
+  /** When wrap-up ends (epoch ms), while state is wrap_up. */
+  wrapUpUntil: z.number().optional(),
+});
+export type TellerInfo = z.infer<typeof tellerInfoSchema>;
+
+export const offerSchema = z.object({
+  offerId: z.string(),
+  sessionId: z.string(),
+  businessType: businessTypeSchema,
+  language: languageSchema,
+  priority: z.number().int(),
+  waitedMs: z.number().int().min(0),
+  /** Epoch ms after which the offer times out and the session goes back to the queue. */
+  expiresAt: z.number().int(),
+});
+export type Offer = z.infer<typeof offerSchema>;
+
+export const offerClosedSchema = z.object({
+  offerId: z.string(),
+  state: offerStateSchema,
+  reason: z.string(),
+});
+
+export const callStartSchema = z.object({
+  callId: z.string(),
+  sessionId: z.string(),
+  role: z.enum(['customer', 'teller']),
+  peerName: z.string(),
+});
+export type CallStart = z.infer<typeof callStartSchema>;
+
+export const newProducerSchema = z.object({ producerId: z.string(), kind: mediaKindSchema });
+
+export const callEndedSchema = z.object({
+  callId: z.string(),
+  sessionId: z.string(),
+  reason: z.enum(['customer_hangup', 'teller_hangup', 'peer_lost', 'server_shutdown', 'failed']),
+});
+export type CallEnded = z.infer<typeof callEndedSchema>;
+
+export type ServerToClientEvents = {
+  'session:info': (info: SessionInfo) => void;
+  'queue:position': (pos: QueuePosition) => void;
+  'teller:info': (info: TellerInfo) => void;
+  'offer:new': (offer: Offer) => void;
+  'offer:closed': (closed: z.infer<typeof offerClosedSchema>) => void;
+  'call:start': (start: CallStart) => void;
+  'media:newProducer': (p: z.infer<typeof newProducerSchema>) => void;
+  'call:ended': (ended: CallEnded) => void;
+  /** A message the server could not take and that had no acknowledgement to answer through. */
+  'protocol:error': (err: ProtocolError & { event?: string }) => void;
+};
+
+/** Auth payloads sent in socket.io's handshake `auth` field. */
+export const customerAuthSchema = z.object({ token: z.string().min(1).max(512) }).strict();
+export const staffAuthSchema = z.object({ token: z.string().min(1).max(4096) }).strict();
+
+export const NAMESPACES = { customer: '/customer', teller: '/teller' } as const;

@@ -1,0 +1,470 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../src/logger.ts';
+import type { EvidenceSink } from '../src/evidence.ts';
+import type { OfferRecord, SessionRecord, StateStore, TellerRecord } from '../src/store/types.ts';
+import type { StaffIdentity } from '../src/auth/staff-tokens.ts';
+import type { QueuePosition, SessionState, TellerState } from './protocol.ts';
+import { assertTransition, isTerminal } from './session-state.ts';
+
+export interface RouterOptions {
+  mode: 'longest_idle' | 'random';
+  offerTimeoutMs: number;
+  maxMissedOffers: number;
+  wrapUpMs: number;
+  /** Seconds of waiting that raise a session's effective priority by one level. */
+  priorityAgeingS: number;
+  /** A teller who declined a session is not offered the same session again for this long. */
+  declineCooldownMs: number;
+  random?: () => number;
+  now?: () => number;
+}
+
+export interface RouterEvents {
+  offer: [offer: OfferRecord, session: SessionRecord];
+  offerClosed: [offer: OfferRecord];
+  teller: [teller: TellerRecord];
+  session: [session: SessionRecord];
+  queueChanged: [];
+  accepted: [session: SessionRecord, teller: TellerRecord];
+}
+
+export class RoutingError extends Error {
+  constructor(readonly code: 'not_found' | 'invalid_state' | 'forbidden', message: string) {
+    super(message);
+    this.name = 'RoutingError';
+  }
+}
+
+/** Seconds a call lasts, until real calls have been measured on this node. */
+const INITIAL_HANDLE_TIME_S = 300;
+
+/**
+ * Queue and routing. A routing pass takes the waiting sessions by effective priority (priority
+ * plus one level per `priorityAgeingS` waited, so low priority never starves) then by longest
+ * wait, and offers each to the longest-idle eligible teller (or a random one, for rules that ask
+ * for random assignment against collusion). Every state change runs under the store's
+ * "routing" lock, so an accept, a timeout and a customer leaving cannot interleave.
+ */
+export class QueueRouter extends EventEmitter<RouterEvents> {
+  private readonly offerTimers = new Map<string, NodeJS.Timeout>();
+  private readonly wrapUpTimers = new Map<string, NodeJS.Timeout>();
+  private readonly now: () => number;
+  private readonly random: () => number;
+  /** Exponential moving average of call durations, for estimated waits. */
+  private handleTimeS = INITIAL_HANDLE_TIME_S;
+  private closed = false;
+
+  constructor(
+    private readonly store: StateStore,
+    private readonly evidence: EvidenceSink,
+    private readonly opts: RouterOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.now = opts.now ?? Date.now;
+    this.random = opts.random ?? Math.random;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sessions
+
+  /** Moves a session to a new state, checked by the state machine and recorded as evidence. */
+  private async transition(
+    id: string,
+    to: SessionState,
+    actor: string,
+    reason: string,
+    patch: Partial<SessionRecord> = {},
+  ): Promise<SessionRecord> {
+    let from: SessionState | undefined;
+    const updated = await this.store.updateSession(id, (s) => {
+      assertTransition(s.state, to);
+      from = s.state;
+      return { ...s, ...patch, state: to };
+    });
+    await this.evidence.append({
+      sessionId: id,
+      type: 'session.transition',
+      actor,
+      payload: { from, to, reason, ...(updated.tellerId ? { tellerId: updated.tellerId } : {}) },
+    });
+    this.log.info({ sessionId: id, from, to, reason }, 'session state');
+    this.emit('session', updated);
+    return updated;
+  }
+
+  async enqueue(sessionId: string): Promise<SessionRecord> {
+    const session = await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (s.state === 'queued' || s.state === 'offered') return s;
+      const queued = await this.transition(sessionId, 'queued', 'customer', 'joined_queue', { queuedAt: s.queuedAt ?? this.now() });
+      await this.store.enqueue(sessionId);
+      return queued;
+    });
+    this.emit('queueChanged');
+    await this.route();
+    return session;
+  }
+
+  /** The customer left (explicitly, or did not come back within the grace period) before a call. */
+  async abandon(sessionId: string, reason: string): Promise<SessionRecord | undefined> {
+    const result = await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (s.state !== 'queued' && s.state !== 'offered' && s.state !== 'created') return undefined;
+      if (s.state === 'offered' && s.offerId) await this.closeOffer(s.offerId, 'canceled', 'customer_left', 'leave');
+      await this.store.dequeue(sessionId);
+      return this.transition(sessionId, 'abandoned', 'customer', reason, { endedAt: this.now(), endReason: reason });
+    });
+    this.emit('queueChanged');
+    await this.route();
+    return result;
+  }
+
+  /** Ends a call (hang-up either side, peer lost, shutdown): the teller goes to wrap-up. */
+  async endCall(sessionId: string, actor: string, reason: string, to: 'ended' | 'failed' = 'ended'): Promise<SessionRecord | undefined> {
+    const result = await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (isTerminal(s.state)) return undefined;
+      const ended = await this.transition(sessionId, to, actor, reason, { endedAt: this.now(), endReason: reason });
+      if (s.answeredAt) this.handleTimeS = 0.8 * this.handleTimeS + 0.2 * ((this.now() - s.answeredAt) / 1000);
+      if (s.tellerId) await this.startWrapUp(s.tellerId);
+      return ended;
+    });
+    this.emit('queueChanged');
+    return result;
+  }
+
+  async markReconnecting(sessionId: string, actor: string): Promise<void> {
+    await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (s.state === 'in_call') await this.transition(sessionId, 'reconnecting', actor, 'connection_lost');
+    });
+  }
+
+  async markReconnected(sessionId: string, actor: string): Promise<void> {
+    await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (s.state === 'reconnecting') await this.transition(sessionId, 'in_call', actor, 'reconnected');
+    });
+  }
+
+  /** The join token ran out before the customer joined. */
+  async expire(sessionId: string): Promise<void> {
+    await this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      // Only a session whose customer never joined expires; a waiting customer keeps their place.
+      if (s.state === 'created') {
+        await this.transition(sessionId, 'expired', 'system', 'token_expired', { endedAt: this.now(), endReason: 'expired' });
+      }
+    });
+    this.emit('queueChanged');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Tellers
+
+  /** A teller's console connected: register presence (offline until they choose available). */
+  async tellerOnline(staff: StaffIdentity): Promise<TellerRecord> {
+    return this.locked(async () => {
+      const existing = await this.store.getTeller(staff.id);
+      if (existing && existing.state !== 'offline') {
+        // A second console or a reconnect: keep the state the teller is in.
+        return this.store.updateTeller(staff.id, (t) => ({ ...t, displayName: staff.displayName, skills: staff.skills }));
+      }
+      const teller: TellerRecord = {
+        id: staff.id,
+        displayName: staff.displayName,
+        skills: staff.skills,
+        state: 'away',
+        idleSince: this.now(),
+        missedOffers: 0,
+      };
+      await this.store.putTeller(teller);
+      this.emit('teller', teller);
+      return teller;
+    });
+  }
+
+  async setAvailability(tellerId: string, status: 'available' | 'away'): Promise<TellerRecord> {
+    const teller = await this.locked(async () => {
+      const t = await this.requireTeller(tellerId);
+      if (status === 'available') {
+        if (t.state === 'available') return t;
+        if (t.state !== 'away' && t.state !== 'offline') {
+          throw new RoutingError('invalid_state', `a teller who is ${t.state} cannot become available`);
+        }
+        return this.setTeller(tellerId, { state: 'available', idleSince: this.now(), missedOffers: 0 });
+      }
+      if (t.state === 'reserved' && t.offerId) {
+        await this.closeOffer(t.offerId, 'rejected', 'teller_went_away', 'queue');
+        return this.setTeller(tellerId, { state: 'away', offerId: undefined, sessionId: undefined });
+      }
+      if (t.state === 'busy') throw new RoutingError('invalid_state', 'end the call before going away');
+      return this.setTeller(tellerId, { state: 'away', wrapUpUntil: undefined });
+    });
+    if (status === 'available') await this.route();
+    return teller;
+  }
+
+  /** The teller's console is gone (disconnected): offers go back to the queue. */
+  async tellerOffline(tellerId: string): Promise<void> {
+    await this.locked(async () => {
+      const t = await this.store.getTeller(tellerId);
+      if (!t) return;
+      if (t.state === 'reserved' && t.offerId) await this.closeOffer(t.offerId, 'canceled', 'teller_disconnected', 'queue');
+      this.clearTimer(this.wrapUpTimers, tellerId);
+      await this.setTeller(tellerId, { state: 'offline', offerId: undefined, sessionId: undefined, wrapUpUntil: undefined });
+    });
+    await this.route();
+  }
+
+  async accept(tellerId: string, offerId: string): Promise<{ session: SessionRecord; teller: TellerRecord }> {
+    const result = await this.locked(async () => {
+      const offer = await this.store.getOffer(offerId);
+      if (!offer || offer.tellerId !== tellerId) throw new RoutingError('not_found', 'no such offer for this teller');
+      if (offer.state !== 'pending') throw new RoutingError('invalid_state', `the offer is ${offer.state}`);
+      this.clearTimer(this.offerTimers, offerId);
+      const closed = await this.store.updateOffer(offerId, (o) => ({ ...o, state: 'accepted', closedAt: this.now(), reason: 'accepted' }));
+      await this.recordOffer(closed);
+      const callId = randomUUID();
+      await this.store.dequeue(offer.sessionId);
+      const session = await this.transition(offer.sessionId, 'in_call', tellerId, 'offer_accepted', {
+        callId,
+        tellerId,
+        answeredAt: this.now(),
+        offerId: undefined,
+      });
+      const teller = await this.setTeller(tellerId, { state: 'busy', missedOffers: 0, offerId: undefined, sessionId: session.id });
+      return { session, teller };
+    });
+    this.emit('queueChanged');
+    this.emit('accepted', result.session, result.teller);
+    return result;
+  }
+
+  async decline(tellerId: string, offerId: string): Promise<TellerRecord> {
+    const teller = await this.locked(async () => {
+      const offer = await this.store.getOffer(offerId);
+      if (!offer || offer.tellerId !== tellerId) throw new RoutingError('not_found', 'no such offer for this teller');
+      if (offer.state !== 'pending') throw new RoutingError('invalid_state', `the offer is ${offer.state}`);
+      await this.closeOffer(offerId, 'rejected', 'declined', 'queue');
+      return this.requireTeller(tellerId);
+    });
+    await this.route();
+    return teller;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Routing
+
+  /** One routing pass: offer every waiting session that has an eligible free teller. */
+  async route(): Promise<void> {
+    if (this.closed) return;
+    const offered = await this.locked(async () => {
+      const now = this.now();
+      const sessions = (await Promise.all((await this.store.queuedSessionIds()).map((id) => this.store.getSession(id))))
+        .filter((s): s is SessionRecord => s?.state === 'queued')
+        .sort((a, b) => this.compareForService(a, b, now));
+      let free = (await this.store.listTellers()).filter((t) => t.state === 'available');
+      let count = 0;
+      for (const session of sessions) {
+        if (free.length === 0) break;
+        const eligible = free.filter(
+          (t) => isEligible(t, session) && !(now - (session.declinedBy[t.id] ?? -Infinity) < this.opts.declineCooldownMs),
+        );
+        if (eligible.length === 0) continue;
+        const teller = this.pickTeller(eligible);
+        await this.createOffer(session, teller, now);
+        free = free.filter((t) => t.id !== teller.id);
+        count++;
+      }
+      return count;
+    });
+    if (offered > 0) this.emit('queueChanged');
+  }
+
+  private compareForService(a: SessionRecord, b: SessionRecord, now: number): number {
+    const byPriority = this.effectivePriority(b, now) - this.effectivePriority(a, now);
+    return byPriority !== 0 ? byPriority : (a.queuedAt ?? a.createdAt) - (b.queuedAt ?? b.createdAt);
+  }
+
+  effectivePriority(s: SessionRecord, now = this.now()): number {
+    const waitedS = (now - (s.queuedAt ?? now)) / 1000;
+    return s.priority + Math.floor(waitedS / this.opts.priorityAgeingS);
+  }
+
+  private pickTeller(eligible: TellerRecord[]): TellerRecord {
+    if (this.opts.mode === 'random') return eligible[Math.floor(this.random() * eligible.length)]!;
+    return eligible.reduce((best, t) => (t.idleSince < best.idleSince ? t : best));
+  }
+
+  private async createOffer(session: SessionRecord, teller: TellerRecord, now: number): Promise<void> {
+    const offer: OfferRecord = {
+      id: randomUUID(),
+      sessionId: session.id,
+      tellerId: teller.id,
+      state: 'pending',
+      createdAt: now,
+      expiresAt: now + this.opts.offerTimeoutMs,
+    };
+    await this.store.createOffer(offer);
+    await this.setTeller(teller.id, { state: 'reserved', offerId: offer.id, sessionId: session.id });
+    const offeredSession = await this.transition(session.id, 'offered', 'system', 'offer_created', { offerId: offer.id, tellerId: teller.id });
+    this.offerTimers.set(
+      offer.id,
+      setTimeout(() => void this.timeoutOffer(offer.id).catch((err) => this.log.error({ err, offerId: offer.id }, 'offer timeout failed')), this.opts.offerTimeoutMs),
+    );
+    this.log.info({ sessionId: session.id, tellerId: teller.id, offerId: offer.id }, 'offer');
+    this.emit('offer', offer, offeredSession);
+  }
+
+  private async timeoutOffer(offerId: string): Promise<void> {
+    this.offerTimers.delete(offerId);
+    const timedOut = await this.locked(async () => {
+      const offer = await this.store.getOffer(offerId);
+      if (!offer || offer.state !== 'pending') return false;
+      await this.closeOffer(offerId, 'timeout', 'not_answered', 'queue');
+      return true;
+    });
+    if (timedOut) await this.route();
+  }
+
+  /**
+   * Closes a pending offer. The teller goes back to available, or away after too many missed
+   * offers. With sessionNext 'queue' the session goes back to the queue keeping its original
+   * queuedAt; with 'leave' the caller moves it on (the customer left or the session expired).
+   */
+  private async closeOffer(offerId: string, state: 'rejected' | 'timeout' | 'canceled', reason: string, sessionNext: 'queue' | 'leave'): Promise<void> {
+    this.clearTimer(this.offerTimers, offerId);
+    const offer = await this.store.updateOffer(offerId, (o) => ({ ...o, state, closedAt: this.now(), reason }));
+    await this.recordOffer(offer);
+    this.emit('offerClosed', offer);
+
+    const teller = await this.store.getTeller(offer.tellerId);
+    if (teller?.state === 'reserved' && teller.offerId === offerId) {
+      const missed = state === 'timeout' ? teller.missedOffers + 1 : teller.missedOffers;
+      const next: TellerState = missed >= this.opts.maxMissedOffers ? 'away' : 'available';
+      // A declined or missed offer does not reset idleSince: the teller keeps their turn.
+      await this.setTeller(teller.id, { state: next, missedOffers: next === 'away' ? 0 : missed, offerId: undefined, sessionId: undefined });
+      if (next === 'away') this.log.warn({ tellerId: teller.id, missed }, 'teller set away after missed offers');
+    }
+
+    const session = await this.store.getSession(offer.sessionId);
+    if (sessionNext === 'queue' && session?.state === 'offered' && session.offerId === offerId) {
+      const declinedBy = state === 'rejected' ? { ...session.declinedBy, [offer.tellerId]: this.now() } : session.declinedBy;
+      await this.transition(session.id, 'queued', 'system', `offer_${state}`, { offerId: undefined, tellerId: undefined, declinedBy });
+    }
+    this.emit('queueChanged');
+  }
+
+  private async startWrapUp(tellerId: string): Promise<void> {
+    const t = await this.store.getTeller(tellerId);
+    if (!t || t.state === 'offline') return;
+    if (this.opts.wrapUpMs === 0) {
+      await this.setTeller(tellerId, { state: 'available', idleSince: this.now(), sessionId: undefined });
+      queueMicrotask(() => void this.route().catch((err) => this.log.error({ err }, 'routing failed')));
+      return;
+    }
+    const until = this.now() + this.opts.wrapUpMs;
+    await this.setTeller(tellerId, { state: 'wrap_up', wrapUpUntil: until, sessionId: undefined });
+    this.clearTimer(this.wrapUpTimers, tellerId);
+    this.wrapUpTimers.set(
+      tellerId,
+      setTimeout(() => void this.finishWrapUp(tellerId).catch((err) => this.log.error({ err, tellerId }, 'wrap-up end failed')), this.opts.wrapUpMs),
+    );
+  }
+
+  private async finishWrapUp(tellerId: string): Promise<void> {
+    this.wrapUpTimers.delete(tellerId);
+    await this.locked(async () => {
+      const t = await this.store.getTeller(tellerId);
+      if (t?.state === 'wrap_up') await this.setTeller(tellerId, { state: 'available', idleSince: this.now(), wrapUpUntil: undefined });
+    });
+    await this.route();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queue positions and estimated waits
+
+  /**
+   * Position of each waiting session among the waiting sessions that need the same skills, in
+   * service order; estimated wait = rounds of calls ahead × average call duration, where one
+   * round serves as many sessions as there are staffed tellers with those skills.
+   */
+  async queuePositions(): Promise<Map<string, QueuePosition>> {
+    const now = this.now();
+    const sessions = (await Promise.all((await this.store.queuedSessionIds()).map((id) => this.store.getSession(id))))
+      .filter((s): s is SessionRecord => s?.state === 'queued' || s?.state === 'offered')
+      .sort((a, b) => this.compareForService(a, b, now));
+    const tellers = (await this.store.listTellers()).filter((t) => t.state !== 'offline' && t.state !== 'away');
+    const result = new Map<string, QueuePosition>();
+    const seen = new Map<string, number>();
+    for (const s of sessions) {
+      const key = `${s.businessType}/${s.language}`;
+      const position = (seen.get(key) ?? 0) + 1;
+      seen.set(key, position);
+      const staffed = tellers.filter((t) => isEligible(t, s)).length;
+      const rounds = staffed === 0 ? position : Math.floor((position - 1) / staffed);
+      result.set(s.id, { position, estimatedWaitS: Math.round(rounds * this.handleTimeS) });
+    }
+    return result;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** Stops making offers (draining for shutdown); calls in progress go on. */
+  pause(): void {
+    this.closed = true;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.offerTimers.values()) clearTimeout(t);
+    for (const t of this.wrapUpTimers.values()) clearTimeout(t);
+    this.offerTimers.clear();
+    this.wrapUpTimers.clear();
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.store.withLock('routing', fn);
+  }
+
+  private async setTeller(id: string, patch: Partial<TellerRecord>): Promise<TellerRecord> {
+    const t = await this.store.updateTeller(id, (t) => ({ ...t, ...patch }));
+    this.log.debug({ tellerId: id, state: t.state }, 'teller state');
+    this.emit('teller', t);
+    return t;
+  }
+
+  private async recordOffer(offer: OfferRecord): Promise<void> {
+    await this.evidence.append({
+      sessionId: offer.sessionId,
+      type: 'offer.closed',
+      actor: offer.state === 'accepted' || offer.state === 'rejected' ? offer.tellerId : 'system',
+      payload: { offerId: offer.id, tellerId: offer.tellerId, state: offer.state, reason: offer.reason ?? null, offeredMs: (offer.closedAt ?? this.now()) - offer.createdAt },
+    });
+  }
+
+  private async requireSession(id: string): Promise<SessionRecord> {
+    const s = await this.store.getSession(id);
+    if (!s) throw new RoutingError('not_found', `session ${id} not found`);
+    return s;
+  }
+
+  private async requireTeller(id: string): Promise<TellerRecord> {
+    const t = await this.store.getTeller(id);
+    if (!t) throw new RoutingError('not_found', `teller ${id} not found`);
+    return t;
+  }
+
+  private clearTimer(timers: Map<string, NodeJS.Timeout>, key: string): void {
+    const t = timers.get(key);
+    if (t) clearTimeout(t);
+    timers.delete(key);
+  }
+}
+
+export function isEligible(t: TellerRecord, s: Pick<SessionRecord, 'businessType' | 'language'>): boolean {
+  return t.skills.businessTypes.includes(s.businessType) && t.skills.languages.includes(s.language);
+}

@@ -1,0 +1,85 @@
+import type { Server as HttpServer } from 'node:http';
+import { Server } from 'socket.io';
+import type { StaffTokens } from '../src/auth/staff-tokens.ts';
+import type { EvidenceSink } from '../src/evidence.ts';
+import type { Logger } from '../src/logger.ts';
+import type { StateStore } from '../src/store/types.ts';
+import type { MediaWorkerPool } from '../media/worker-pool.ts';
+import { CallCoordinator, sessionRoom, tellerRoom } from './calls.ts';
+import { setupCustomerNamespace } from './customer-namespace.ts';
+import { GraceTimers } from './grace.ts';
+import { NAMESPACES, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
+import type { QueueRouter } from './router.ts';
+import { setupTellerNamespace } from './teller-namespace.ts';
+import { toOffer, toTellerInfo } from './views.ts';
+
+export interface SignalingDeps {
+  store: StateStore;
+  router: QueueRouter;
+  pool: MediaWorkerPool;
+  evidence: EvidenceSink;
+  staffTokens: StaffTokens;
+  reconnectGraceMs: number;
+  log: Logger;
+}
+
+export interface Signaling {
+  io: Server<ClientToServerEvents, ServerToClientEvents>;
+  calls: CallCoordinator;
+  close(): Promise<void>;
+}
+
+/** socket.io on the app's HTTP server: the namespaces, and router events pushed to the pages. */
+export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Signaling {
+  const { router, log } = deps;
+  const io = new Server<ClientToServerEvents, ServerToClientEvents>(httpServer, {
+    // Past this hard cap socket.io drops the connection; below it, handlers answer a message over
+    // MAX_MESSAGE_BYTES with a typed too_large error.
+    maxHttpBufferSize: 1024 * 1024,
+    serveClient: false,
+    // Pages are served from the same origin; other origins are refused.
+    cors: { origin: false },
+  });
+  const customer = io.of(NAMESPACES.customer);
+  const teller = io.of(NAMESPACES.teller);
+  const calls = new CallCoordinator(deps.pool, router, deps.evidence, { customer, teller }, log);
+  const grace = new GraceTimers(deps.reconnectGraceMs);
+
+  setupCustomerNamespace(customer, { ...deps, calls, grace, log: log.child({ ns: 'customer' }) });
+  setupTellerNamespace(teller, { ...deps, calls, grace, log: log.child({ ns: 'teller' }) });
+
+  router.on('offer', (offer, session) => teller.to(tellerRoom(offer.tellerId)).emit('offer:new', toOffer(offer, session)));
+  router.on('offerClosed', (offer) =>
+    teller.to(tellerRoom(offer.tellerId)).emit('offer:closed', { offerId: offer.id, state: offer.state, reason: offer.reason ?? offer.state }),
+  );
+  router.on('teller', (t) => teller.to(tellerRoom(t.id)).emit('teller:info', toTellerInfo(t)));
+  router.on('session', (s) =>
+    customer.to(sessionRoom(s.id)).emit('session:info', { sessionId: s.id, state: s.state, businessType: s.businessType, language: s.language }),
+  );
+
+  // Queue positions change in bursts (one routing pass moves many): coalesce to one push per tick.
+  let positionsPending = false;
+  router.on('queueChanged', () => {
+    if (positionsPending) return;
+    positionsPending = true;
+    setImmediate(() => {
+      positionsPending = false;
+      router
+        .queuePositions()
+        .then((positions) => {
+          for (const [sessionId, pos] of positions) customer.to(sessionRoom(sessionId)).emit('queue:position', pos);
+        })
+        .catch((err) => log.error({ err }, 'queue positions failed'));
+    });
+  });
+
+  return {
+    io,
+    calls,
+    async close() {
+      grace.clear();
+      // The HTTP server belongs to Fastify, which closes it (and socket.io's engine with it).
+      io.disconnectSockets(true);
+    },
+  };
+}

@@ -1,0 +1,120 @@
+import type { Namespace } from 'socket.io';
+import { hashCustomerToken } from '../src/auth/customer-tokens.ts';
+import type { StaffIdentity, StaffTokens } from '../src/auth/staff-tokens.ts';
+import type { Logger } from '../src/logger.ts';
+import type { StateStore } from '../src/store/types.ts';
+import { tellerRoom, type CallCoordinator } from './calls.ts';
+import type { GraceTimers } from './grace.ts';
+import { connectError, handle, SignalingError, type AppSocket } from './handlers.ts';
+import { registerMediaHandlers } from './media-handlers.ts';
+import { staffAuthSchema, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
+import type { QueueRouter } from './router.ts';
+import { toOffer, toTellerInfo } from './views.ts';
+
+export interface TellerNamespaceDeps {
+  store: StateStore;
+  router: QueueRouter;
+  calls: CallCoordinator;
+  staffTokens: StaffTokens;
+  grace: GraceTimers;
+  log: Logger;
+}
+
+/** `/teller`: the teller console. The handshake carries the staff JWT from POST /api/auth/login. */
+export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerToClientEvents>, deps: TellerNamespaceDeps): void {
+  const { store, router, calls, staffTokens, grace, log } = deps;
+
+  ns.use((socket, next) => {
+    authenticate(socket.handshake.auth)
+      .then((staff) => {
+        socket.data = { staff };
+        next();
+      })
+      .catch((err: Error & { data?: unknown }) => {
+        if (!err.data) log.error({ err }, 'teller handshake failed');
+        next(err.data ? err : connectError('internal', 'internal error'));
+      });
+  });
+
+  async function authenticate(auth: unknown): Promise<StaffIdentity> {
+    const parsed = staffAuthSchema.safeParse(auth);
+    if (!parsed.success) throw connectError('unauthorized', 'a staff token is required');
+    const result = await staffTokens.verify(parsed.data.token);
+    if (!result.ok) {
+      if (await store.findSessionByTokenHash(hashCustomerToken(parsed.data.token))) {
+        throw connectError('wrong_namespace', 'customer tokens are for the customer page, not the teller console');
+      }
+      throw connectError(result.error, result.error === 'token_expired' ? 'the sign-in has expired' : 'invalid staff token');
+    }
+    if (result.staff.role !== 'teller') throw connectError('forbidden', `role ${result.staff.role} cannot take calls`);
+    return result.staff;
+  }
+
+  ns.on('connection', (socket: AppSocket) => {
+    const { staff } = socket.data as { staff: StaffIdentity };
+    const tlog = log.child({ tellerId: staff.id, side: 'teller' });
+    void socket.join(tellerRoom(staff.id));
+    tlog.info('teller connected');
+
+    void (async () => {
+      grace.cancel(`teller:${staff.id}`);
+      const teller = await router.tellerOnline(staff);
+      socket.emit('teller:info', toTellerInfo(teller));
+      // A reconnecting console gets back what it was in the middle of.
+      if (teller.state === 'reserved' && teller.offerId) {
+        const offer = await store.getOffer(teller.offerId);
+        const session = offer && (await store.getSession(offer.sessionId));
+        if (offer?.state === 'pending' && session) socket.emit('offer:new', toOffer(offer, session));
+      }
+      if (teller.state === 'busy' && teller.sessionId) {
+        const call = calls.get(teller.sessionId);
+        if (call) {
+          await router.markReconnected(teller.sessionId, staff.id);
+          await call.media.resetParticipant('teller');
+          socket.emit('call:start', { callId: call.callId, sessionId: call.sessionId, role: 'teller', peerName: 'Customer' });
+        }
+      }
+    })().catch((err) => tlog.error({ err }, 'teller connect failed'));
+
+    const currentSession = async () => (await store.getTeller(staff.id))?.sessionId;
+
+    handle(socket, 'teller:availability', tlog, async ({ status }) => ({ state: (await router.setAvailability(staff.id, status)).state }));
+
+    handle(socket, 'offer:accept', tlog, async ({ offerId }) => {
+      const { session } = await router.accept(staff.id, offerId);
+      return { callId: session.callId!, sessionId: session.id };
+    });
+
+    handle(socket, 'offer:decline', tlog, async ({ offerId }) => ({ state: (await router.decline(staff.id, offerId)).state }));
+
+    handle(socket, 'call:hangup', tlog, async () => {
+      const sessionId = await currentSession();
+      const teller = await store.getTeller(staff.id);
+      if (!sessionId || teller?.state !== 'busy') throw new SignalingError('invalid_state', 'no call in progress');
+      await calls.end(sessionId, staff.id, 'teller_hangup');
+      return { state: (await store.getSession(sessionId))!.state };
+    });
+
+    registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
+
+    socket.on('disconnect', (reason) => {
+      tlog.info({ reason }, 'teller disconnected');
+      void (async () => {
+        if ((await ns.in(tellerRoom(staff.id)).fetchSockets()).length > 0) return;
+        const teller = await store.getTeller(staff.id);
+        if (teller?.state === 'busy' && teller.sessionId) {
+          const sessionId = teller.sessionId;
+          await router.markReconnecting(sessionId, staff.id);
+          grace.start(`teller:${staff.id}`, () => {
+            void (async () => {
+              await calls.end(sessionId, 'system', 'peer_lost');
+              await router.tellerOffline(staff.id);
+            })().catch((err) => tlog.error({ err }, 'grace action failed'));
+          });
+        } else {
+          await router.tellerOffline(staff.id);
+        }
+      })().catch((err) => tlog.error({ err }, 'teller disconnect handling failed'));
+    });
+  });
+}

@@ -1,0 +1,184 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import '../media/worker-bin.ts';
+import { MediaWorkerPool } from '../media/worker-pool.ts';
+import { QueueRouter } from '../signaling/router.ts';
+import { createSignaling, type Signaling } from '../signaling/server.ts';
+import { ApiKeys } from './auth/api-keys.ts';
+import { DEMO_STAFF_FILE, StaffDirectory } from './auth/staff-directory.ts';
+import { StaffTokens } from './auth/staff-tokens.ts';
+import type { Config } from './config.ts';
+import type { EvidenceSink } from './evidence.ts';
+import { authRoutes } from './http/auth.ts';
+import { installErrorHandler } from './http/errors.ts';
+import { healthRoutes } from './http/health.ts';
+import { sessionRoutes } from './http/sessions.ts';
+import { openEvidenceLedger, type EvidenceLedger } from './ledger-evidence.ts';
+import type { Logger } from './logger.ts';
+import { MemoryStore } from './store/memory.ts';
+import type { StateStore } from './store/types.ts';
+
+const CLIENT_DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '../client-web/dist');
+const DEMO_API_KEY = 'demo-bank:demo-bank-api-key-change-me';
+
+export interface VideoTellerApp {
+  config: Config;
+  http: FastifyInstance;
+  store: StateStore;
+  router: QueueRouter;
+  media: MediaWorkerPool;
+  signaling: Signaling;
+  ledger: EvidenceLedger;
+  evidence: EvidenceSink;
+  log: Logger;
+  /** Listens on HOST:PORT; resolves to the base URL. */
+  listen(): Promise<string>;
+  /**
+   * Graceful shutdown: stop taking new sessions and offers (readiness goes false), let calls in
+   * progress finish for up to `drainMs`, end the rest, close media and flush the ledger.
+   */
+  shutdown(drainMs: number): Promise<void>;
+  /** Immediate shutdown (tests): the same as shutdown(0). */
+  close(): Promise<void>;
+}
+
+/** Composes the server from its parts. Nothing listens until `listen()`. */
+export async function buildApp(config: Config, log: Logger): Promise<VideoTellerApp> {
+  mkdirSync(config.DATA_DIR, { recursive: true, mode: 0o700 });
+
+  const staffFile = config.STAFF_FILE ?? DEMO_STAFF_FILE;
+  if (!config.STAFF_FILE) log.warn({ file: staffFile }, 'STAFF_FILE not set: using the demo staff directory (demo passwords)');
+  const directory = StaffDirectory.load(staffFile);
+  if (!config.API_KEYS) log.warn('API_KEYS not set: the demo API key is accepted');
+  const apiKeys = new ApiKeys(config.API_KEYS ?? DEMO_API_KEY);
+  const staffTokens = new StaffTokens(config.JWT_SECRET ?? localSecret(config.DATA_DIR, 'jwt-secret', log), config.STAFF_TOKEN_TTL_S);
+
+  const ledger = await openEvidenceLedger(config, log.child({ part: 'ledger' }));
+  const evidence = ledger.evidence;
+  const store: StateStore = new MemoryStore();
+  const media = await MediaWorkerPool.start({
+    numWorkers: config.MEDIA_WORKERS,
+    logLevel: config.MEDIASOUP_LOG_LEVEL,
+    listenIp: config.RTC_LISTEN_IP,
+    announcedAddress: config.RTC_ANNOUNCED_ADDRESS,
+    rtcMinPort: config.RTC_MIN_PORT,
+    rtcMaxPort: config.RTC_MAX_PORT,
+    logger: log.child({ part: 'media' }),
+  });
+  const router = new QueueRouter(
+    store,
+    evidence,
+    {
+      mode: config.ROUTING_MODE,
+      offerTimeoutMs: config.OFFER_TIMEOUT_MS,
+      maxMissedOffers: config.MAX_MISSED_OFFERS,
+      wrapUpMs: config.WRAP_UP_MS,
+      priorityAgeingS: config.PRIORITY_AGEING_S,
+      declineCooldownMs: config.OFFER_TIMEOUT_MS,
+    },
+    log.child({ part: 'router' }),
+  );
+
+  const http = Fastify({
+    loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger,
+    bodyLimit: 1024 * 1024,
+    // Session ids are logged by the handlers; request ids tie one request's lines together.
+    disableRequestLogging: false,
+  });
+  installErrorHandler(http);
+  let draining = false;
+  let publicUrl = config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}`;
+  await http.register(healthRoutes, { isDraining: () => draining });
+  await http.register(authRoutes, { directory, staffTokens });
+  await http.register(sessionRoutes, {
+    isDraining: () => draining,
+    store,
+    router,
+    evidence,
+    apiKeys,
+    publicUrl: () => publicUrl,
+    customerTokenTtlS: config.CUSTOMER_TOKEN_TTL_S,
+  });
+  await ledger.registerRoutes(http, staffTokens);
+  if (existsSync(CLIENT_DIST)) {
+    await http.register(fastifyStatic, { root: CLIENT_DIST, prefix: '/', index: ['index.html'], redirect: true });
+  } else {
+    log.warn({ dir: CLIENT_DIST }, 'client-web is not built: pages are not served (npm run build:client)');
+  }
+  http.get('/', async (_req, reply) => reply.redirect('/teller/'));
+
+  const signaling = createSignaling(http.server, {
+    store,
+    router,
+    pool: media,
+    evidence,
+    staffTokens,
+    reconnectGraceMs: config.RECONNECT_GRACE_MS,
+    log: log.child({ part: 'signaling' }),
+  });
+
+  let closing: Promise<void> | undefined;
+  const app: VideoTellerApp = {
+    config,
+    http,
+    store,
+    router,
+    media,
+    signaling,
+    ledger,
+    evidence,
+    log,
+    async listen() {
+      await http.listen({ host: config.HOST, port: config.PORT });
+      const address = http.server.address();
+      const port = typeof address === 'object' && address ? address.port : config.PORT;
+      const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
+      const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      publicUrl = config.PUBLIC_URL ?? url;
+      return url;
+    },
+    close: () => shutdown(0),
+    shutdown: (drainMs: number) => shutdown(drainMs),
+  };
+  return app;
+
+  function shutdown(drainMs: number): Promise<void> {
+    closing ??= (async () => {
+      draining = true;
+      router.pause();
+      log.info({ calls: signaling.calls.size, drainMs }, 'shutting down: draining calls');
+      const deadline = Date.now() + drainMs;
+      while (signaling.calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      router.close();
+      await signaling.calls.endAll('server_shutdown');
+      await signaling.close();
+      await http.close();
+      media.close();
+      await store.close();
+      await ledger.close();
+      log.info('shut down');
+    })();
+    return closing;
+  }
+}
+
+/**
+ * A secret kept in DATA_DIR (0600), generated on first start: lets one node run with no
+ * configuration. Several nodes must share the secret through the environment instead.
+ */
+function localSecret(dataDir: string, name: string, log: Logger): string {
+  const file = path.join(dataDir, name);
+  if (existsSync(file)) {
+    const secret = readFileSync(file, 'utf8').trim();
+    if (!/^[A-Za-z0-9_-]{43,}$/.test(secret)) throw new Error(`${file} is not a valid secret; delete it to generate a new one`);
+    return secret;
+  }
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+  log.info({ file }, `generated ${name} on first start`);
+  return secret;
+}

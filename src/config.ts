@@ -1,0 +1,84 @@
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * All configuration comes from the environment, parsed once at start.
+ * Every default works on one machine with no external service (no Redis, no PostgreSQL).
+ */
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+export const configSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(0, 65535).default(8080),
+  /** Base URL customers' join links point at; defaults to the address the server listens on. */
+  PUBLIC_URL: z.string().url().optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Where keys, the ledger and blobs (recordings, photos) live. */
+  DATA_DIR: z.string().min(1).default('./data'),
+
+  /** Staff directory (YAML or JSON). Unset: the demo directory shipped in config/. */
+  STAFF_FILE: z.string().min(1).optional(),
+  /** Bank systems' API keys: "id:secret,id2:secret2". Unset: one demo key, with a warning. */
+  API_KEYS: z.string().min(1).optional(),
+  /** Secret for staff JWTs (HS256). Unset: generated once into DATA_DIR (one node only). */
+  JWT_SECRET: z.string().min(32).optional(),
+  STAFF_TOKEN_TTL_S: int(60, 86_400).default(8 * 3600),
+  CUSTOMER_TOKEN_TTL_S: int(30, 7 * 86_400).default(1800),
+
+  /** Routing. */
+  ROUTING_MODE: z.enum(['longest_idle', 'random']).default('longest_idle'),
+  OFFER_TIMEOUT_MS: int(1000, 600_000).default(20_000),
+  MAX_MISSED_OFFERS: int(1, 100).default(3),
+  WRAP_UP_MS: int(0, 3_600_000).default(15_000),
+  /** Every this many seconds of waiting raises a session's effective priority by one, so low priority never starves. */
+  PRIORITY_AGEING_S: int(1, 86_400).default(60),
+  /** Grace period for a dropped customer or teller before the call fails. */
+  RECONNECT_GRACE_MS: int(0, 600_000).default(30_000),
+  SHUTDOWN_DRAIN_MS: int(0, 3_600_000).default(30_000),
+
+  /** Media (mediasoup). */
+  MEDIA_WORKERS: int(1, 64).default(os.cpus().length),
+  RTC_LISTEN_IP: z.string().min(1).default('127.0.0.1'),
+  /** Address announced to browsers in ICE candidates (public IP or DNS name behind NAT). */
+  RTC_ANNOUNCED_ADDRESS: z.string().min(1).optional(),
+  RTC_MIN_PORT: int(1024, 65535).default(40000),
+  RTC_MAX_PORT: int(1024, 65535).default(49999),
+  MEDIASOUP_LOG_LEVEL: z.enum(['debug', 'warn', 'error', 'none']).default('warn'),
+
+  /** Ledger. */
+  LEDGER_ORIGIN: z.string().min(1).default('videoteller.local/ledger'),
+  CHECKPOINT_INTERVAL_MS: int(10, 3_600_000).default(1000),
+  RECORD_TTL_S: int(60, 10 * 365 * 86_400).default(30 * 86_400),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parse the environment; throws ConfigError listing every bad variable (never the values, which may be secrets). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const known = Object.fromEntries(
+    Object.keys(configSchema.shape)
+      .filter((k) => env[k] !== undefined && env[k] !== '')
+      .map((k) => [k, env[k]]),
+  );
+  const parsed = configSchema.safeParse(known);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const c = parsed.data;
+  if (c.RTC_MIN_PORT > c.RTC_MAX_PORT) throw new ConfigError(['RTC_MIN_PORT: must not exceed RTC_MAX_PORT']);
+  return {
+    ...c,
+    ...(c.PUBLIC_URL ? { PUBLIC_URL: c.PUBLIC_URL.replace(/\/$/, '') } : {}),
+    DATA_DIR: path.resolve(c.DATA_DIR),
+  };
+}

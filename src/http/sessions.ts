@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { businessTypeSchema, languageSchema } from '../../signaling/protocol.ts';
+import type { QueueRouter } from '../../signaling/router.ts';
+import type { ApiKeys } from '../auth/api-keys.ts';
+import { newCustomerToken } from '../auth/customer-tokens.ts';
+import type { EvidenceSink } from '../evidence.ts';
+import { maskId } from '../logger.ts';
+import type { StateStore } from '../store/types.ts';
+import { requireApiKey } from './auth.ts';
+import { HttpError, parseInput } from './errors.ts';
+
+export const createSessionBodySchema = z
+  .object({
+    businessType: businessTypeSchema,
+    language: languageSchema,
+    priority: z.number().int().min(0).max(9).default(0),
+    /** The bank's own reference for the customer (not an ID-document number). */
+    customerRef: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits and . _ : - only, at most 64'),
+  })
+  .strict();
+
+const sessionIdParams = z.object({ id: z.string().uuid() });
+
+export interface SessionRoutesOptions {
+  /** While the node drains for shutdown it takes no new sessions (the bank's system retries elsewhere). */
+  isDraining: () => boolean;
+  store: StateStore;
+  router: QueueRouter;
+  evidence: EvidenceSink;
+  apiKeys: ApiKeys;
+  /** Base of join links (known only once the server listens when PORT=0). */
+  publicUrl: () => string;
+  customerTokenTtlS: number;
+}
+
+/** The bank system's side of a session: create it (get the join link) and read its state. */
+export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOptions): Promise<void> {
+  const { store, router, evidence } = opts;
+  const expiryTimers = new Set<NodeJS.Timeout>();
+  app.addHook('onClose', async () => expiryTimers.forEach(clearTimeout));
+
+  app.post('/api/sessions', { preHandler: requireApiKey(opts.apiKeys) }, async (req, reply) => {
+    const body = parseInput(createSessionBodySchema, req.body, 'body');
+    if (opts.isDraining()) throw new HttpError(503, 'unavailable', 'this node is shutting down; retry on another node');
+    const id = randomUUID();
+    const { token, hash } = newCustomerToken();
+    const now = Date.now();
+    const expiresAt = now + opts.customerTokenTtlS * 1000;
+    await store.createSession({
+      id,
+      ...body,
+      state: 'created',
+      createdAt: now,
+      tokenHash: hash,
+      tokenExpiresAt: expiresAt,
+      tokenUsed: false,
+      declinedBy: {},
+      createdBy: req.apiKeyId!,
+    });
+    await evidence.append({
+      sessionId: id,
+      type: 'session.created',
+      actor: `api:${req.apiKeyId}`,
+      payload: { businessType: body.businessType, language: body.language, priority: body.priority, customerRef: body.customerRef, tokenExpiresAt: expiresAt },
+    });
+    const timer = setTimeout(() => {
+      expiryTimers.delete(timer);
+      router.expire(id).catch((err) => req.log.error({ err, sessionId: id }, 'session expiry failed'));
+    }, opts.customerTokenTtlS * 1000);
+    timer.unref();
+    expiryTimers.add(timer);
+    req.log.info({ sessionId: id, businessType: body.businessType, customerRef: maskId(body.customerRef) }, 'session created');
+    // The token travels in the fragment: browsers never send it to the server or in Referer.
+    const joinUrl = `${opts.publicUrl()}/customer/#token=${token}`;
+    return reply.code(201).send({ sessionId: id, customerToken: token, joinUrl, expiresAt });
+  });
+
+  app.get('/api/sessions/:id', { preHandler: requireApiKey(opts.apiKeys) }, async (req) => {
+    const { id } = parseInput(sessionIdParams, req.params, 'session id');
+    const s = await store.getSession(id);
+    if (!s || s.createdBy !== req.apiKeyId) throw new HttpError(404, 'not_found', 'no such session');
+    return {
+      sessionId: s.id,
+      state: s.state,
+      businessType: s.businessType,
+      language: s.language,
+      priority: s.priority,
+      customerRef: s.customerRef,
+      createdAt: s.createdAt,
+      answeredAt: s.answeredAt ?? null,
+      endedAt: s.endedAt ?? null,
+      endReason: s.endReason ?? null,
+      tellerId: s.tellerId ?? null,
+    };
+  });
+}

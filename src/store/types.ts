@@ -1,0 +1,97 @@
+import type { BusinessType, Language, OfferState, SessionState, TellerState } from '../../signaling/protocol.ts';
+import type { StaffSkills } from '../auth/staff-directory.ts';
+
+/**
+ * Shared state behind one interface: sessions, the queue, teller presence and offers.
+ * `memory` (one node) is the default; a Redis implementation (several nodes) passes the same
+ * conformance suite. Every read-modify-write goes through `update*` so an implementation can make
+ * it atomic (Redis: WATCH/MULTI or Lua). The updater may throw to abort without writing.
+ */
+
+export interface SessionRecord {
+  id: string;
+  businessType: BusinessType;
+  language: Language;
+  /** 0 (normal) .. 9 (most urgent), set by the bank's system. */
+  priority: number;
+  /** The bank's customer reference. Evidence carries it; logs mask it. */
+  customerRef: string;
+  state: SessionState;
+  createdAt: number;
+  /** When the session first entered the queue; kept across offer timeouts so it keeps its place. */
+  queuedAt?: number;
+  tokenHash: string;
+  tokenExpiresAt: number;
+  tokenUsed: boolean;
+  resumeTokenHash?: string;
+  offerId?: string;
+  tellerId?: string;
+  callId?: string;
+  /** Tellers who declined this session recently (epoch ms of the decline), skipped when routing. */
+  declinedBy: Record<string, number>;
+  answeredAt?: number;
+  endedAt?: number;
+  endReason?: string;
+  /** The API key id that created the session. */
+  createdBy: string;
+}
+
+export interface TellerRecord {
+  id: string;
+  displayName: string;
+  skills: StaffSkills;
+  state: TellerState;
+  /** Since when the teller has been without a call: longest idle is offered first. */
+  idleSince: number;
+  missedOffers: number;
+  offerId?: string;
+  sessionId?: string;
+  wrapUpUntil?: number;
+}
+
+export interface OfferRecord {
+  id: string;
+  sessionId: string;
+  tellerId: string;
+  state: OfferState;
+  createdAt: number;
+  expiresAt: number;
+  closedAt?: number;
+  reason?: string;
+}
+
+export interface StateStore {
+  readonly kind: string;
+
+  createSession(s: SessionRecord): Promise<void>;
+  getSession(id: string): Promise<SessionRecord | undefined>;
+  /** Looks a session up by the hash of its join token or of its resume token. */
+  findSessionByTokenHash(hash: string): Promise<SessionRecord | undefined>;
+  updateSession(id: string, update: (s: SessionRecord) => SessionRecord): Promise<SessionRecord>;
+
+  /** The queue holds session ids; order is decided by the router from the sessions' fields. */
+  enqueue(sessionId: string): Promise<void>;
+  dequeue(sessionId: string): Promise<boolean>;
+  queuedSessionIds(): Promise<string[]>;
+
+  putTeller(t: TellerRecord): Promise<void>;
+  getTeller(id: string): Promise<TellerRecord | undefined>;
+  updateTeller(id: string, update: (t: TellerRecord) => TellerRecord): Promise<TellerRecord>;
+  listTellers(): Promise<TellerRecord[]>;
+
+  createOffer(o: OfferRecord): Promise<void>;
+  getOffer(id: string): Promise<OfferRecord | undefined>;
+  updateOffer(id: string, update: (o: OfferRecord) => OfferRecord): Promise<OfferRecord>;
+
+  /** Runs fn while holding a named lock (one routing pass at a time across all nodes). */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+
+  close(): Promise<void>;
+}
+
+export class NotFoundError extends Error {
+  constructor(readonly what: string, readonly id: string) {
+    super(`${what} ${id} not found`);
+    this.name = 'NotFoundError';
+  }
+}
