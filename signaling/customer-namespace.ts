@@ -144,7 +144,7 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
         grace.start(`customer:${sessionId}`, () => {
           void (async () => {
             const s = await store.getSession(sessionId);
-            if (s?.state === 'reconnecting') await calls.end(sessionId, 'system', 'peer_lost');
+            if (s?.state === 'reconnecting' || (s?.state === 'decided' && calls.get(sessionId))) await calls.end(sessionId, 'system', 'peer_lost');
             else if (s && (s.state === 'queued' || s.state === 'offered' || s.state === 'created')) await router.abandon(sessionId, 'customer_disconnected');
           })().catch((err) => slog.error({ err }, 'grace action failed'));
         });

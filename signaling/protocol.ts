@@ -107,6 +107,33 @@ export type MediaKind = z.infer<typeof mediaKindSchema>;
 
 export const transportDirectionSchema = z.enum(['send', 'recv']);
 
+// ---------------------------------------------------------------------------------------------
+// Decisions. The reason codes are the list the teller picks from; the record carries the code.
+
+export const DECISIONS = ['approved', 'rejected'] as const;
+export const decisionSchema = z.enum(DECISIONS);
+export type Decision = z.infer<typeof decisionSchema>;
+
+export const DECISION_REASONS = {
+  approved: ['identity_verified'],
+  rejected: ['face_mismatch', 'liveness_failed', 'document_invalid', 'poor_quality', 'customer_withdrew', 'suspected_fraud', 'other'],
+} as const satisfies Record<Decision, readonly string[]>;
+export const decisionReasonSchema = z.enum([...DECISION_REASONS.approved, ...DECISION_REASONS.rejected]);
+export type DecisionReason = z.infer<typeof decisionReasonSchema>;
+
+export const decideSchema = z
+  .object({
+    decision: decisionSchema,
+    reason: decisionReasonSchema,
+    /** The teller's free text; evidence keeps it, the record does not. */
+    note: z.string().trim().max(500).optional(),
+  })
+  .strict()
+  .refine((d) => (DECISION_REASONS[d.decision] as readonly string[]).includes(d.reason), {
+    message: 'this reason does not go with this decision',
+    path: ['reason'],
+  });
+
 export interface TransportOptions {
   id: string;
   iceParameters: unknown;
@@ -145,6 +172,8 @@ export const clientMessages = {
   'media:resumeConsumer': z.object({ consumerId: id }).strict(),
   'media:restartIce': z.object({ transportId: id }).strict(),
   'call:hangup': z.object({}).strict(),
+  // teller, during a call: issues the verification record
+  'call:decide': decideSchema,
 } as const;
 
 export type ClientMessageName = keyof typeof clientMessages;
@@ -165,6 +194,15 @@ export interface ClientAckData {
   'media:resumeConsumer': Record<string, never>;
   'media:restartIce': { iceParameters: unknown };
   'call:hangup': { state: SessionState };
+  'call:decide': DecisionResult;
+}
+
+export interface DecisionResult {
+  state: SessionState;
+  decision: Decision;
+  /** The record's id (JWT jti) and its entry in the ledger. */
+  recordId: string;
+  ledgerIndex: number;
 }
 
 export type ClientToServerEvents = {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../src/logger.ts';
 import type { EvidenceSink } from '../src/evidence.ts';
-import type { OfferRecord, SessionRecord, StateStore, TellerRecord } from '../src/store/types.ts';
+import type { OfferRecord, SessionDecision, SessionRecord, StateStore, TellerRecord } from '../src/store/types.ts';
 import type { StaffIdentity } from '../src/auth/staff-tokens.ts';
 import type { QueuePosition, SessionState, TellerState } from './protocol.ts';
 import { assertTransition, isTerminal } from './session-state.ts';
@@ -126,13 +126,34 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
     const result = await this.locked(async () => {
       const s = await this.requireSession(sessionId);
       if (isTerminal(s.state)) return undefined;
-      const ended = await this.transition(sessionId, to, actor, reason, { endedAt: this.now(), endReason: reason });
+      // A decided session has its record: whatever ends the call afterwards, it ends, not fails.
+      const ended = await this.transition(sessionId, s.state === 'decided' ? 'ended' : to, actor, reason, { endedAt: this.now(), endReason: reason });
       if (s.answeredAt) this.handleTimeS = 0.8 * this.handleTimeS + 0.2 * ((this.now() - s.answeredAt) / 1000);
       if (s.tellerId) await this.startWrapUp(s.tellerId);
       return ended;
     });
     this.emit('queueChanged');
     return result;
+  }
+
+  /**
+   * The teller of a call decides it: `issue` writes the verification record (durable, signed)
+   * while the routing lock is held, then the session moves to `decided` carrying the record.
+   * Only the teller in the call may decide, once, while the call is up.
+   */
+  async decide(
+    sessionId: string,
+    tellerId: string,
+    reason: string,
+    issue: (session: SessionRecord) => Promise<SessionDecision>,
+  ): Promise<SessionRecord> {
+    return this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (s.tellerId !== tellerId) throw new RoutingError('forbidden', 'only the teller of this call can decide it');
+      if (s.state !== 'in_call') throw new RoutingError('invalid_state', s.decision ? 'this session is already decided' : `cannot decide while ${s.state}`);
+      const decision = await issue(s);
+      return this.transition(sessionId, 'decided', tellerId, reason, { decision });
+    });
   }
 
   async markReconnecting(sessionId: string, actor: string): Promise<void> {

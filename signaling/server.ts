@@ -12,6 +12,7 @@ import { NAMESPACES, type ClientToServerEvents, type ServerToClientEvents } from
 import type { QueueRouter } from './router.ts';
 import { setupTellerNamespace } from './teller-namespace.ts';
 import { toOffer, toTellerInfo } from './views.ts';
+import type { DecisionDeps } from './decisions.ts';
 
 export interface SignalingDeps {
   store: StateStore;
@@ -20,6 +21,8 @@ export interface SignalingDeps {
   evidence: EvidenceSink;
   staffTokens: StaffTokens;
   reconnectGraceMs: number;
+  /** Record issuance and the evidence summary it carries. */
+  records: Pick<DecisionDeps, 'issueRecord' | 'evidenceSummary'>;
   log: Logger;
 }
 
@@ -46,7 +49,8 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
   const grace = new GraceTimers(deps.reconnectGraceMs);
 
   setupCustomerNamespace(customer, { ...deps, calls, grace, log: log.child({ ns: 'customer' }) });
-  setupTellerNamespace(teller, { ...deps, calls, grace, log: log.child({ ns: 'teller' }) });
+  const decisions: DecisionDeps = { ...deps.records, router, evidence: deps.evidence, log };
+  setupTellerNamespace(teller, { ...deps, calls, grace, decisions, log: log.child({ ns: 'teller' }) });
 
   router.on('offer', (offer, session) => teller.to(tellerRoom(offer.tellerId)).emit('offer:new', toOffer(offer, session)));
   router.on('offerClosed', (offer) =>

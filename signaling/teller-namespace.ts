@@ -10,6 +10,7 @@ import { registerMediaHandlers } from './media-handlers.ts';
 import { staffAuthSchema, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { toOffer, toTellerInfo } from './views.ts';
+import { decideCall, type DecisionDeps } from './decisions.ts';
 
 export interface TellerNamespaceDeps {
   store: StateStore;
@@ -17,12 +18,13 @@ export interface TellerNamespaceDeps {
   calls: CallCoordinator;
   staffTokens: StaffTokens;
   grace: GraceTimers;
+  decisions: DecisionDeps;
   log: Logger;
 }
 
 /** `/teller`: the teller console. The handshake carries the staff JWT from POST /api/auth/login. */
 export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerToClientEvents>, deps: TellerNamespaceDeps): void {
-  const { store, router, calls, staffTokens, grace, log } = deps;
+  const { store, router, calls, staffTokens, grace, decisions, log } = deps;
 
   ns.use((socket, next) => {
     authenticate(socket.handshake.auth)
@@ -93,6 +95,12 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       if (!sessionId || teller?.state !== 'busy') throw new SignalingError('invalid_state', 'no call in progress');
       await calls.end(sessionId, staff.id, 'teller_hangup');
       return { state: (await store.getSession(sessionId))!.state };
+    });
+
+    handle(socket, 'call:decide', tlog, async (msg) => {
+      const sessionId = await currentSession();
+      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
+      return decideCall({ ...decisions, log: tlog.child({ sessionId }) }, staff, sessionId, msg);
     });
 
     registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);

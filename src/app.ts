@@ -17,7 +17,7 @@ import { authRoutes } from './http/auth.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { sessionRoutes } from './http/sessions.ts';
-import { openEvidenceLedger, type EvidenceLedger } from './ledger-evidence.ts';
+import { openServerLedger, type ServerLedger } from './ledger/server-ledger.ts';
 import type { Logger } from './logger.ts';
 import { MemoryStore } from './store/memory.ts';
 import type { StateStore } from './store/types.ts';
@@ -32,7 +32,7 @@ export interface VideoTellerApp {
   router: QueueRouter;
   media: MediaWorkerPool;
   signaling: Signaling;
-  ledger: EvidenceLedger;
+  ledger: ServerLedger;
   evidence: EvidenceSink;
   log: Logger;
   /** Listens on HOST:PORT; resolves to the base URL. */
@@ -57,7 +57,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   const apiKeys = new ApiKeys(config.API_KEYS ?? DEMO_API_KEY);
   const staffTokens = new StaffTokens(config.JWT_SECRET ?? localSecret(config.DATA_DIR, 'jwt-secret', log), config.STAFF_TOKEN_TTL_S);
 
-  const ledger = await openEvidenceLedger(config, log.child({ part: 'ledger' }));
+  const ledger = await openServerLedger(config, log.child({ part: 'ledger' }));
   const evidence = ledger.evidence;
   const store: StateStore = new MemoryStore();
   const media = await MediaWorkerPool.start({
@@ -118,6 +118,11 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     evidence,
     staffTokens,
     reconnectGraceMs: config.RECONNECT_GRACE_MS,
+    records: {
+      issueRecord: (input) => ledger.issueRecord(input),
+      // Until the identity checks run in the call, the record covers what evidence exists: none.
+      evidenceSummary: async () => ({}),
+    },
     log: log.child({ part: 'signaling' }),
   });
 

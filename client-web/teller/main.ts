@@ -7,9 +7,12 @@ import './teller.css';
 import { z } from 'zod';
 import {
   businessTypeSchema,
+  DECISION_REASONS,
   languageSchema,
   protocolErrorSchema,
   type CallEnded,
+  type Decision,
+  type DecisionReason,
   type ErrorCode,
   type Offer,
   type TellerInfo,
@@ -52,6 +55,17 @@ const END_REASONS: Record<CallEnded['reason'], string> = {
   failed: 'The call failed.',
 };
 
+const REASON_LABELS: Record<DecisionReason, string> = {
+  identity_verified: 'Identity verified',
+  face_mismatch: 'Face does not match the ID photo',
+  liveness_failed: 'Liveness check failed',
+  document_invalid: 'ID document not valid',
+  poor_quality: 'Picture or sound too poor',
+  customer_withdrew: 'Customer withdrew',
+  suspected_fraud: 'Suspected fraud',
+  other: 'Other (see note)',
+};
+
 const CONNECT_ERRORS: Partial<Record<ErrorCode, string>> = {
   unauthorized: 'Please sign in.',
   token_invalid: 'Your sign-in is not valid. Please sign in again.',
@@ -70,6 +84,8 @@ let callStartedAt = 0;
 let localStream: MediaStream | undefined;
 let phase: 'login' | 'idle' | 'offer' | 'call' | 'wrap_up' = 'login';
 let ticker: number | undefined;
+/** The decision of the current call, once the server has issued its record. */
+let decided: Decision | undefined;
 
 const availableButton = byTestId<HTMLButtonElement>('available');
 const acceptButton = byTestId<HTMLButtonElement>('accept');
@@ -310,6 +326,8 @@ declineButton.addEventListener('click', async () => {
 async function startCall(peerName: string): Promise<void> {
   if (!socket) return;
   call?.close();
+  // A reconnect restarts the media of the same call: keep what was decided.
+  if (phase !== 'call') resetDecision();
   offer = undefined;
   phase = 'call';
   callStartedAt = Date.now();
@@ -370,6 +388,51 @@ endCallButton.addEventListener('click', async () => {
   }
 });
 
+// ---------------------------------------------------------------------------------------------
+// Decision: approve or reject with a reason; the server issues the signed verification record.
+
+const reasonSelect = byTestId<HTMLSelectElement>('decision-reason');
+const approveButton = byTestId<HTMLButtonElement>('approve');
+const rejectButton = byTestId<HTMLButtonElement>('reject');
+
+function resetDecision(): void {
+  decided = undefined;
+  // Approving has one reason; rejecting needs the teller to pick one.
+  reasonSelect.replaceChildren(new Option('Reason for rejecting…', ''), ...DECISION_REASONS.rejected.map((r) => new Option(REASON_LABELS[r], r)));
+  byTestId<HTMLTextAreaElement>('decision-note').value = '';
+  byTestId('decision-result').hidden = true;
+  approveButton.disabled = false;
+  rejectButton.disabled = false;
+}
+
+async function decide(decision: Decision): Promise<void> {
+  if (!socket || decided) return;
+  const result = byTestId('decision-result');
+  const note = byTestId<HTMLTextAreaElement>('decision-note').value.trim();
+  const reason = decision === 'approved' ? DECISION_REASONS.approved[0] : (reasonSelect.value as DecisionReason | '');
+  const problem = !reason ? 'Choose the reason for rejecting.' : reason === 'other' && !note ? 'Say why in the note.' : undefined;
+  if (problem || !reason) {
+    setText(result, problem ?? '');
+    result.hidden = false;
+    return;
+  }
+  approveButton.disabled = true;
+  rejectButton.disabled = true;
+  try {
+    const res = await request(socket, 'call:decide', { decision, reason, ...(note ? { note } : {}) });
+    decided = res.decision;
+    result.dataset.decision = res.decision;
+    setText(result, `${res.decision === 'approved' ? 'Approved' : 'Rejected'}: record ${res.recordId} signed (ledger entry ${res.ledgerIndex}).`);
+  } catch (err) {
+    approveButton.disabled = false;
+    rejectButton.disabled = false;
+    setText(result, `Could not record the decision: ${err instanceof RequestError ? `${err.message} (${err.code})` : (err as Error).message}`);
+  }
+  result.hidden = false;
+}
+approveButton.addEventListener('click', () => void decide('approved'));
+rejectButton.addEventListener('click', () => void decide('rejected'));
+
 function endCall(reason: string): void {
   if (phase !== 'call') return;
   call?.close();
@@ -417,6 +480,7 @@ function render(): void {
     setText(byTestId('offer-priority'), String(offer.priority));
   }
   byTestId('call').hidden = phase !== 'call';
+  byTestId('decision').hidden = phase !== 'call' && !(phase === 'wrap_up' && decided);
   byTestId('wrap-up').hidden = phase !== 'wrap_up';
   byTestId('idle').hidden = phase !== 'idle';
   tick();

@@ -93,6 +93,19 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       endedAt: s.endedAt ?? null,
       endReason: s.endReason ?? null,
       tellerId: s.tellerId ?? null,
+      decision: s.decision ? { decision: s.decision.decision, reason: s.decision.reason, decidedAt: s.decision.decidedAt, recordId: s.decision.recordId } : null,
     };
+  });
+
+  /**
+   * The verification record of a decided session, as issued: the JWS, its ledger entry, the
+   * inclusion proof and the signed checkpoint. `videoteller verify-record` checks this file offline.
+   */
+  app.get('/api/sessions/:id/record', { preHandler: requireApiKey(opts.apiKeys) }, async (req, reply) => {
+    const { id } = parseInput(sessionIdParams, req.params, 'session id');
+    const s = await store.getSession(id);
+    if (!s || s.createdBy !== req.apiKeyId) throw new HttpError(404, 'not_found', 'no such session');
+    if (!s.decision) throw new HttpError(409, 'invalid_state', `the session is ${s.state}, not decided: it has no record`);
+    return reply.header('cache-control', 'private, no-store').send(s.decision.record);
   });
 }

@@ -1,4 +1,5 @@
-import type { BusinessType, Language, OfferState, SessionState, TellerState } from '../../signaling/protocol.ts';
+import type { BusinessType, Decision, DecisionReason, Language, OfferState, SessionState, TellerState } from '../../signaling/protocol.ts';
+import type { RecordBundle } from '../ledger/record-claims.ts';
 import type { StaffSkills } from '../auth/staff-directory.ts';
 
 /**
@@ -34,6 +35,17 @@ export interface SessionRecord {
   endReason?: string;
   /** The API key id that created the session. */
   createdBy: string;
+  /** Set when the teller decided: the verification record as issued (JWS, entry, proof, checkpoint). */
+  decision?: SessionDecision;
+}
+
+export interface SessionDecision {
+  decision: Decision;
+  reason: DecisionReason;
+  tellerId: string;
+  decidedAt: number;
+  recordId: string;
+  record: RecordBundle;
 }
 
 export interface TellerRecord {

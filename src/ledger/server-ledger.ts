@@ -1,0 +1,48 @@
+/**
+ * The ledger as the server composes it: the file ledger and key ring opened from the config,
+ * serving as the evidence sink of every part (signaling, HTTP, identity), with its HTTP routes.
+ * One place decides which backend and keys are in use; nothing else opens the ledger.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.ts';
+import type { EvidenceSink } from '../evidence.ts';
+import { requireStaff } from '../http/auth.ts';
+import { ledgerRoutes } from '../http/ledger.ts';
+import type { StaffTokens } from '../auth/staff-tokens.ts';
+import type { Logger } from '../logger.ts';
+import { issueRecord, openLedger, type IssuedRecord, type RecordInput } from './index.ts';
+import type { KeyRing } from './keyring.ts';
+import type { Ledger, LedgerEntry } from './types.ts';
+
+export interface ServerLedger {
+  ledger: Ledger;
+  keyRing: KeyRing;
+  /** Every part writes evidence through this: it resolves once the entry is durable. */
+  evidence: EvidenceSink;
+  entriesOf(sessionId: string): Promise<LedgerEntry[]>;
+  /** Issues a verification record: its entry, the JWS, the proof to a fresh signed checkpoint. */
+  issueRecord(input: RecordInput): Promise<IssuedRecord>;
+  registerRoutes(http: FastifyInstance, staffTokens: StaffTokens): Promise<void>;
+  /** Finishes pending appends and signs a final checkpoint. */
+  close(): Promise<void>;
+}
+
+export async function openServerLedger(config: Config, log: Logger): Promise<ServerLedger> {
+  const { ledger, keyRing } = await openLedger({
+    dataDir: config.DATA_DIR,
+    origin: config.LEDGER_ORIGIN,
+    checkpointIntervalMs: config.CHECKPOINT_INTERVAL_MS,
+    log,
+  });
+  return {
+    ledger,
+    keyRing,
+    evidence: ledger,
+    entriesOf: (sessionId) => ledger.entriesOf(sessionId),
+    issueRecord: (input) => issueRecord({ ledger, keyRing, ttlSeconds: config.RECORD_TTL_S }, input),
+    async registerRoutes(http, staffTokens) {
+      await http.register(ledgerRoutes, { ledger, keyRing, requireRole: requireStaff(staffTokens, ['compliance']) });
+    },
+    close: () => ledger.close(),
+  };
+}
