@@ -394,6 +394,9 @@ export class FileLedger implements Ledger {
         throw new LedgerError('corrupt', `the newest checkpoint (size ${cp.size}) does not match the entries: they were changed`);
       }
       this.latest = { origin: cp.origin, size: cp.size, rootHash: cp.rootHash, note };
+      // The interval counts from the open: the first entries after a restart share one checkpoint
+      // like any others instead of each forcing one at once.
+      this.lastCpAt = Date.now();
     } catch (err) {
       if (err instanceof NoteError) throw new LedgerError('corrupt', `the newest checkpoint is not signed by a key of the key ring: ${err.message}`);
       throw err;

@@ -28,6 +28,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     DATA_DIR: dataDir,
     API_KEYS: `test-bank:${TEST_API_KEY}`,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    // Debugging a media problem: TEST_LOG_LEVEL=debug MEDIASOUP_LOG_LEVEL=debug npx vitest run …
+    MEDIASOUP_LOG_LEVEL: process.env.MEDIASOUP_LOG_LEVEL ?? 'warn',
     MEDIA_WORKERS: '1',
     WRAP_UP_MS: '0',
     RECONNECT_GRACE_MS: '2000',
