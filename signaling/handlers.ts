@@ -43,6 +43,7 @@ export function handle<E extends ClientMessageName>(
   handler: (payload: ClientMessage<E>) => Promise<ClientAckData[E]>,
 ): void {
   const schema = clientMessages[event];
+  handledEvents(socket).add(event);
   (socket as unknown as { on(e: string, fn: (...args: unknown[]) => void): void }).on(event, async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<ClientAckData[E]>) => void) : undefined;
@@ -77,6 +78,26 @@ export function handle<E extends ClientMessageName>(
       }
     }
   });
+}
+
+const handledBySocket = new WeakMap<AppSocket, Set<string>>();
+function handledEvents(socket: AppSocket): Set<string> {
+  let set = handledBySocket.get(socket);
+  if (!set) {
+    set = new Set();
+    handledBySocket.set(socket, set);
+    // An event this socket has no handler for (another namespace's message, a typo, garbage)
+    // gets a typed error instead of leaving the client waiting for an acknowledgement forever.
+    const known = set;
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if (typeof event === 'string' && known.has(event)) return;
+      const last = args[args.length - 1];
+      const error = { code: 'bad_request' as const, message: `unknown message ${JSON.stringify(String(event)).slice(0, 80)} on this namespace` };
+      if (typeof last === 'function') (last as (r: Ack<never>) => void)({ ok: false, error });
+      else socket.emit('protocol:error', { ...error, event: String(event).slice(0, 64) });
+    });
+  }
+  return set;
 }
 
 /** Byte length of a payload as JSON; cyclic or unserialisable payloads count as too large. */

@@ -1,0 +1,128 @@
+/**
+ * The teller's decision over signaling, and the verification record the bank's system fetches:
+ * checked with a plain JOSE library against the public JWKS, and with the project's own verifier
+ * (signature, ledger entry, inclusion proof, signed checkpoint).
+ */
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { verifyRecord } from '../../src/ledger/index.ts';
+import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
+import { next, outcome, request, SocketClients, type Client } from '../helpers/socket.ts';
+
+let server: TestServer;
+const clients = new SocketClients(() => server.url);
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterEach(() => clients.closeAll());
+afterAll(async () => {
+  await server?.close();
+});
+
+async function api(path: string): Promise<Response> {
+  return fetch(`${server.url}${path}`, { headers: { 'x-api-key': server.apiKey } });
+}
+
+/** A teller (alice) in a call with a new customer. */
+async function callInProgress(): Promise<{ teller: Client; customer: Client; sessionId: string }> {
+  const teller = clients.open('/teller', await loginStaff(server.url, 'alice', 'alice-demo-pass'));
+  expect(await outcome(teller)).toEqual({ connected: true });
+  await request(teller, 'teller:availability', { status: 'available' });
+  const { customerToken, sessionId } = await createSession(server);
+  const customer = clients.open('/customer', customerToken);
+  expect(await outcome(customer)).toEqual({ connected: true });
+  const offered = next(teller, 'offer:new');
+  await request(customer, 'queue:join', { consent: true });
+  const offer = await offered;
+  const started = next(teller, 'call:start');
+  expect(await request(teller, 'offer:accept', { offerId: offer.offerId })).toMatchObject({ ok: true });
+  await started;
+  return { teller, customer, sessionId };
+}
+
+describe('deciding a call issues a verification record', () => {
+  it('approves once, and the bank system gets a record any JOSE library verifies with the JWKS', async () => {
+    const { teller, customer, sessionId } = await callInProgress();
+    expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(409);
+
+    // Bad decisions are typed errors; the customer cannot decide at all.
+    expect(await request(teller, 'call:decide', { decision: 'approved', reason: 'face_mismatch' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(teller, 'call:decide', { decision: 'maybe', reason: 'other' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'x'.repeat(501) })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(customer, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+
+    const decided = await request<{ state: string; decision: string; recordId: string; ledgerIndex: number }>(teller, 'call:decide', {
+      decision: 'approved',
+      reason: 'identity_verified',
+      note: 'passport checked',
+    });
+    expect(decided).toMatchObject({ ok: true, data: { state: 'decided', decision: 'approved' } });
+    if (!decided.ok) return;
+    // Once only.
+    expect(await request(teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'changed my mind' })).toMatchObject({
+      ok: false,
+      error: { code: 'invalid_state' },
+    });
+
+    const res = await api(`/api/sessions/${sessionId}/record`);
+    expect(res.status).toBe(200);
+    const record = (await res.json()) as { jws: string; index: number; inclusionProof: string[]; checkpoint: string; entry: string };
+    expect(record.index).toBe(decided.data.ledgerIndex);
+
+    // A plain JOSE library and the public JWKS.
+    const jwks = await (await fetch(`${server.url}/.well-known/jwks.json`)).json();
+    const { payload, protectedHeader } = await jwtVerify(record.jws, createLocalJWKSet(jwks), { algorithms: ['EdDSA'] });
+    expect(protectedHeader.kid).toBeTruthy();
+    expect(payload).toMatchObject({
+      decision: 'approved',
+      reason: 'identity_verified',
+      sessionId,
+      sub: sessionId,
+      customerRef: 'CUST-0001',
+      businessType: 'corporate_account_opening',
+      tellerId: 't-alice', // the staff id in the demo directory
+      jti: decided.data.recordId,
+      ledgerIndex: decided.data.ledgerIndex,
+    });
+
+    // The project's verifier: signature, entry, inclusion proof, checkpoint.
+    const verified = await verifyRecord(record, { keys: jwks, origin: server.app.config.LEDGER_ORIGIN });
+    expect(verified).toMatchObject({ ok: true });
+
+    // The session shows the decision; the evidence has it, with the teller's note.
+    const session = (await (await api(`/api/sessions/${sessionId}`)).json()) as { state: string; decision: { decision: string; recordId: string } };
+    expect(session).toMatchObject({ state: 'decided', decision: { decision: 'approved', recordId: decided.data.recordId } });
+    const entries = await server.app.ledger.entriesOf(sessionId);
+    expect(entries.find((e) => e.type === 'decision.made')?.payload).toMatchObject({ decision: 'approved', reason: 'identity_verified', note: 'passport checked' });
+    expect(entries.find((e) => e.type === 'record.issued')?.index).toBe(record.index);
+
+    // Hanging up after the decision ends the session; the record stays.
+    const ended = next(customer, 'call:ended');
+    expect(await request(teller, 'call:hangup', {})).toMatchObject({ ok: true, data: { state: 'ended' } });
+    await ended;
+    expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(200);
+  });
+
+  it('refuses a decision outside a call, and a record to another bank system', async () => {
+    const teller = clients.open('/teller', await loginStaff(server.url, 'alice', 'alice-demo-pass'));
+    expect(await outcome(teller)).toEqual({ connected: true });
+    expect(await request(teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({
+      ok: false,
+      error: { code: 'invalid_state' },
+    });
+    const { sessionId } = await createSession(server);
+    const other = await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': 'not-a-key' } });
+    expect(other.status).toBe(401);
+    expect((await api(`/api/sessions/not-a-uuid/record`)).status).toBe(400);
+    expect((await api(`/api/sessions/00000000-0000-4000-8000-000000000000/record`)).status).toBe(404);
+  });
+
+  it('answers a message no handler takes with a typed error instead of silence', async () => {
+    const { customerToken } = await createSession(server);
+    const customer = clients.open('/customer', customerToken);
+    expect(await outcome(customer)).toEqual({ connected: true });
+    expect(await request(customer, 'offer:accept', { offerId: 'x' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(customer, 'no:such:event', {})).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+  });
+});
