@@ -58,8 +58,14 @@ export function installedMediasoupVersion(): string {
  * The build cache's binary for a mediasoup version: the path scripts/build-mediasoup-worker.sh
  * writes, `${VIDEOTELLER_CACHE:-$HOME/.cache/videoteller}/mediasoup-worker-<version>/mediasoup-worker`.
  */
+/**
+ * The build of the worker: scripts/build-mediasoup-worker.sh's WORKER_BUILD_REV (the same value,
+ * checked by a test). It changes when the shims or patches change, so an older build is not used.
+ */
+export const WORKER_BUILD_REV = 'vt2';
+
 export function cachedWorkerBinPath(version: string, home: string = os.homedir(), cacheRoot?: string): string {
-  return path.join(cacheRoot || path.join(home, '.cache', 'videoteller'), `mediasoup-worker-${version}`, 'mediasoup-worker');
+  return path.join(cacheRoot || path.join(home, '.cache', 'videoteller'), `mediasoup-worker-${version}-${WORKER_BUILD_REV}`, 'mediasoup-worker');
 }
 
 export function defaultWorkerBinPath(): string {

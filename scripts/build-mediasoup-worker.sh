@@ -2,7 +2,7 @@
 # Builds mediasoup's C++ worker (mediasoup-worker) of the pinned mediasoup version from the sources in
 # its npm tarball, against Debian 12's own libraries, and caches it outside the repo and outside
 # node_modules:
-#   ${VIDEOTELLER_CACHE:-$HOME/.cache/videoteller}/mediasoup-worker-<version>/mediasoup-worker
+#   ${VIDEOTELLER_CACHE:-$HOME/.cache/videoteller}/mediasoup-worker-<version>-<WORKER_BUILD_REV>/mediasoup-worker
 # The last line on stdout is that path (scripts/setup.sh reads it); progress goes to stderr.
 # Idempotent: if the binary is already there and runs, exits at once. Needs root only when Debian
 # packages are missing. Takes ~5 minutes on 2 cores the first time (4.5 min measured, incl. pip + npm).
@@ -46,14 +46,18 @@ MEDIASOUP_VERSION=3.15.8
 # sha512 of mediasoup-3.15.8.tgz, as in package-lock.json (npm checks it too; this guards a tarball
 # reused from the cache or a node_modules copy).
 MEDIASOUP_INTEGRITY='sha512-A1Syx910euPQwy9KxLmtr6vsrpxo+hI8vmO7LjFk3ZjeX3YQk3kpxfJxxf/r9/a8hzgQGtpPOg0ms5WFE/5QAQ=='
+# Bumped whenever the shims or patches change what gets built: it is part of the cache path, so a
+# worker built from older shims or patches is never reused. media/worker-bin.ts has the same value.
+WORKER_BUILD_REV=vt2
 MESON_VERSION=1.12.1
-APT_PACKAGES=(g++ meson ninja-build pkg-config libuv1-dev libssl-dev libsrtp2-dev libusrsctp-dev
+APT_PACKAGES=(g++ patch meson ninja-build pkg-config libuv1-dev libssl-dev libsrtp2-dev libusrsctp-dev
   libabsl-dev libflatbuffers-dev flatbuffers-compiler)
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHIMS_DIR="$REPO_DIR/scripts/mediasoup-shims"
+PATCHES_DIR="$REPO_DIR/scripts/mediasoup-patches"
 CACHE_DIR=${VIDEOTELLER_CACHE:-$HOME/.cache/videoteller}
-OUT_DIR="$CACHE_DIR/mediasoup-worker-$MEDIASOUP_VERSION"
+OUT_DIR="$CACHE_DIR/mediasoup-worker-$MEDIASOUP_VERSION-$WORKER_BUILD_REV"
 OUT_BIN="$OUT_DIR/mediasoup-worker"
 PYTOOLS_DIR="$CACHE_DIR/pytools/meson-$MESON_VERSION"
 TARBALL="$CACHE_DIR/npm/mediasoup-$MEDIASOUP_VERSION.tgz"
@@ -173,6 +177,12 @@ else
 fi
 WORKER_SRC="$SRC/worker"
 [[ -f "$WORKER_SRC/meson.build" ]] || die "no worker/meson.build in the mediasoup sources"
+
+# --- fixes to mediasoup's own sources (scripts/mediasoup-patches/*.patch, each says why) --------------
+for p in "$PATCHES_DIR"/*.patch; do
+  [[ -f "$p" ]] || continue
+  patch -p1 --forward --quiet -d "$SRC" <"$p" >&2 || die "patch $(basename "$p") does not apply to mediasoup $MEDIASOUP_VERSION"
+done
 
 # --- subproject shims -------------------------------------------------------------------------------
 # Each .wrap names the directory meson would unpack its download into; a directory of that name

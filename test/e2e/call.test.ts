@@ -8,6 +8,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyRecord } from '../../src/ledger/index.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { artifactsDir, buildPages, callStats, launchChromium, makeFaceY4m, probeVideo, tempDir, waitForDecodedFrames } from './browser.ts';
 
@@ -107,7 +108,7 @@ describe('a video call between the customer page and the teller console', () => 
     await screenshot(teller, 'teller-1-signed-in');
 
     // The customer joins the queue while no teller is available.
-    const { joinUrl } = await createSession();
+    const { joinUrl, sessionId } = await createSession();
     const customer = await newPage('phone');
     await customer.goto(joinUrl);
     await customer.waitForSelector(tid('consent'));
@@ -160,6 +161,19 @@ describe('a video call between the customer page and the teller console', () => 
     expect(customerPicture.meanLuma).toBeGreaterThan(40);
     await screenshot(customer, 'customer-4-call');
     await screenshot(teller, 'teller-3-call');
+
+    // The teller approves: the server signs the verification record, which the bank's system fetches.
+    await teller.click(tid('approve'));
+    await teller.waitForSelector(`${tid('decision-result')}[data-decision="approved"]`);
+    expect(await teller.textContent(tid('decision-result'))).toMatch(/record .* signed/);
+    const recordRes = await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } });
+    expect(recordRes.status).toBe(200);
+    const jwks = await (await fetch(`${server.url}/.well-known/jwks.json`)).json();
+    expect(await verifyRecord(await recordRes.json(), { keys: jwks, origin: server.app.config.LEDGER_ORIGIN })).toMatchObject({
+      ok: true,
+      claims: { decision: 'approved', sessionId, tellerId: 't-alice' },
+    });
+    await screenshot(teller, 'teller-3b-approved');
 
     // The customer hangs up: both pages show the end, the router closes.
     await customer.click(tid('hangup'));

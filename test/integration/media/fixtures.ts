@@ -4,7 +4,14 @@
  * RTX for video, transport-cc, the usual header extensions).
  */
 import '../../../media/worker-bin.ts';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import type { types as ms } from 'mediasoup';
+import { findFreeUdpPortPair } from '../../../media/udp-ports.ts';
 import { createLogger, type Logger } from '../../../src/logger.ts';
 import { MediaWorkerPool, type MediaWorkerPoolOptions } from '../../../media/worker-pool.ts';
 
@@ -141,3 +148,169 @@ export function h264OnlyCapabilities(routerCaps: { codecs?: Array<Record<string,
 }
 
 export const sumOf = (stats: Array<{ routers: number; transports: number }>, key: 'routers' | 'transports') => stats.reduce((n, w) => n + w[key], 0);
+
+// -------------------------------------------------------------------------------------------------
+// Video fed by ffmpeg (frame tap tests)
+
+/** A real face photo (1920×1280 JPEG) shipped with face-api. */
+export const FACE_PHOTO = fileURLToPath(new URL('../../../node_modules/@vladmandic/face-api/demo/sample1.jpg', import.meta.url));
+
+/** Runs ffmpeg to completion; resolves with its stdout, rejects with the end of its stderr. */
+export function runFfmpeg(args: string[]): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => (err = (err + b.toString('utf8')).slice(-2000)));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`ffmpeg exited with ${code}: ${err}`))));
+  });
+}
+
+/** The face photo scaled (stretched) to width×height as a PNG in a temp folder, and its exact packed RGB. */
+export async function preparePicture(width: number, height: number): Promise<{ path: string; rgb: Uint8Array; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'frame-tap-test-'));
+  const png = path.join(dir, `face-${width}x${height}.png`);
+  await runFfmpeg(['-i', FACE_PHOTO, '-vf', `scale=${width}:${height}`, '-frames:v', '1', png]);
+  const rgb = await runFfmpeg(['-i', png, '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1']);
+  if (rgb.length !== width * height * 3) throw new Error(`decoded ${rgb.length} bytes, expected ${width * height * 3}`);
+  return { path: png, rgb: new Uint8Array(rgb), cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export interface Vp8Feed {
+  transport: ms.PlainTransport;
+  /** A VP8 producer on the router, fed by the ffmpeg sender (comedia PlainTransport, like rtp-flow.test.ts). */
+  producer: ms.Producer;
+  /** Starts the ffmpeg sender (again after stop(): same source port, so the comedia tuple still matches). */
+  start(): void;
+  /** Stops the sender (SIGTERM) and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Stops the sender and closes the producer's transport. */
+  close(): Promise<void>;
+  readonly senderPid: number | undefined;
+}
+
+let feedSsrc = 22_000_000;
+
+/**
+ * A customer camera without a browser: `ffmpeg -re -loop 1` encodes `picture` to VP8 (realtime,
+ * a key frame every `gop` frames: ffmpeg ignores PLIs) and sends RTP into a PlainTransport
+ * producer on `router` (comedia: the transport learns ffmpeg's ports from its first packets). The producer declares PLI and FIR feedback, so key frame requests show
+ * up in its stats (pliCount/firCount) as they would towards a browser.
+ */
+export async function startVp8Feed(router: ms.Router, picture: string, opts: { fps?: number; gop?: number; send?: boolean } = {}): Promise<Vp8Feed> {
+  const fps = opts.fps ?? 10;
+  const gop = opts.gop ?? 10;
+  // rtcpMux false: ffmpeg sends its sender reports from a second port, and with rtcp-mux the
+  // comedia transport would lock onto whichever of the two ports spoke first.
+  const transport = await router.createPlainTransport({ listenInfo: { protocol: 'udp', ip: '127.0.0.1' }, rtcpMux: false, comedia: true });
+  const ssrc = feedSsrc++;
+  const producer = await transport.produce({
+    kind: 'video',
+    rtpParameters: {
+      codecs: [
+        {
+          mimeType: 'video/VP8',
+          payloadType: 101,
+          clockRate: 90000,
+          rtcpFeedback: [{ type: 'nack' }, { type: 'nack', parameter: 'pli' }, { type: 'ccm', parameter: 'fir' }],
+        },
+      ],
+      encodings: [{ ssrc }],
+    },
+  });
+  const src = await findFreeUdpPortPair('127.0.0.1');
+  const dst = transport.tuple.localPort;
+  const dstRtcp = transport.rtcpTuple!.localPort;
+  const args = [
+    '-hide_banner', '-nostdin', '-loglevel', 'error',
+    '-re', '-loop', '1', '-framerate', String(fps), '-i', picture,
+    '-vf', 'format=yuv420p',
+    '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-lag-in-frames', '0', '-auto-alt-ref', '0',
+    '-b:v', '800k', '-g', String(gop), '-keyint_min', String(gop),
+    '-an', '-f', 'rtp', '-payload_type', '101', '-ssrc', String(ssrc),
+    `rtp://127.0.0.1:${dst}?pkt_size=1200&rtcpport=${dstRtcp}&localrtpport=${src.rtpPort}&localrtcpport=${src.rtcpPort}`,
+  ];
+  let sender: ChildProcess | undefined;
+  const stop = async (): Promise<void> => {
+    const child = sender;
+    sender = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const feed: Vp8Feed = {
+    transport,
+    producer,
+    start() {
+      if (sender) return;
+      sender = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      sender.stderr!.resume(); // drained, not read
+    },
+    stop,
+    async close() {
+      await stop();
+      transport.close();
+    },
+    get senderPid() {
+      return sender?.pid;
+    },
+  };
+  if (opts.send !== false) feed.start();
+  return feed;
+}
+
+/** Per-channel mean of packed RGB. */
+export function meanRgb(rgb: Uint8Array): [number, number, number] {
+  const sum = [0, 0, 0];
+  for (let i = 0; i < rgb.length; i += 3) {
+    sum[0]! += rgb[i]!;
+    sum[1]! += rgb[i + 1]!;
+    sum[2]! += rgb[i + 2]!;
+  }
+  const n = rgb.length / 3;
+  return [sum[0]! / n, sum[1]! / n, sum[2]! / n];
+}
+
+/** Mean luma (0..255) of each cell of a cols×rows grid over packed RGB, row-major: a coarse picture to compare. */
+export function lumaGrid(rgb: Uint8Array, width: number, height: number, cols = 8, rows = 6): number[] {
+  const sums = new Array<number>(cols * rows).fill(0);
+  const counts = new Array<number>(cols * rows).fill(0);
+  for (let y = 0; y < height; y++) {
+    const row = Math.min(rows - 1, Math.floor((y * rows) / height));
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      const cell = row * cols + Math.min(cols - 1, Math.floor((x * cols) / width));
+      sums[cell]! += 0.299 * rgb[i]! + 0.587 * rgb[i + 1]! + 0.114 * rgb[i + 2]!;
+      counts[cell]!++;
+    }
+  }
+  return sums.map((s, i) => s / counts[i]!);
+}
+
+/** Whether a process with this pid exists (signal 0 checks without sending anything). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Pids of this process's live children whose executable name is `name` (from /proc; Linux). */
+export async function childProcesses(name: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+    const m = /^\d+ \((.*)\) (\S) (\d+)/s.exec(stat);
+    if (m && m[1] === name && m[2] !== 'Z' && Number(m[3]) === process.pid) pids.push(Number(entry));
+  }
+  return pids;
+}

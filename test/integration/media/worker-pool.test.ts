@@ -3,14 +3,15 @@
  * close, and the death and replacement of a worker.
  */
 import '../../../media/worker-bin.ts';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallMedia, type CallMediaClosedEvent } from '../../../media/call-media.ts';
 import { MediaError } from '../../../media/errors.ts';
-import { cachedWorkerBinPath, resolveWorkerBin, workerBinResolution } from '../../../media/worker-bin.ts';
+import { cachedWorkerBinPath, resolveWorkerBin, WORKER_BUILD_REV, workerBinResolution } from '../../../media/worker-bin.ts';
 import type { MediaWorkerPool, WorkerDiedEvent, WorkerReplacedEvent } from '../../../media/worker-pool.ts';
 import { captureLogger, clientDtlsParameters, opusParameters, startPool, sumOf } from './fixtures.ts';
 
@@ -47,7 +48,7 @@ describe('worker binary resolution', () => {
       expect(fallback.source).toBe('default');
       expect(fallback.path).toMatch(/node_modules\/mediasoup\/worker\/out\/Release\/mediasoup-worker$/);
       const cached = cachedWorkerBinPath(version, home);
-      expect(cached).toBe(path.join(home, '.cache', 'videoteller', `mediasoup-worker-${version}`, 'mediasoup-worker'));
+      expect(cached).toBe(path.join(home, '.cache', 'videoteller', `mediasoup-worker-${version}-${WORKER_BUILD_REV}`, 'mediasoup-worker'));
       mkdirSync(path.dirname(cached), { recursive: true });
       writeFileSync(cached, '#!/bin/sh\n');
       expect(resolveWorkerBin({}, home).source).toBe('default'); // not executable yet
@@ -57,13 +58,18 @@ describe('worker binary resolution', () => {
       const root = path.join(home, 'elsewhere');
       expect(resolveWorkerBin({ VIDEOTELLER_CACHE: root }, home).source).toBe('default');
       const moved = cachedWorkerBinPath(version, home, root);
-      expect(moved).toBe(path.join(root, `mediasoup-worker-${version}`, 'mediasoup-worker'));
+      expect(moved).toBe(path.join(root, `mediasoup-worker-${version}-${WORKER_BUILD_REV}`, 'mediasoup-worker'));
       mkdirSync(path.dirname(moved), { recursive: true });
       writeFileSync(moved, '#!/bin/sh\n', { mode: 0o755 });
       expect(resolveWorkerBin({ VIDEOTELLER_CACHE: root }, home)).toMatchObject({ path: moved, source: 'cache' });
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
+  });
+
+  it('looks for the build revision the build script makes', () => {
+    const script = readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../scripts/build-mediasoup-worker.sh'), 'utf8');
+    expect(script).toMatch(new RegExp(`^WORKER_BUILD_REV=${WORKER_BUILD_REV}$`, 'm'));
   });
 
   it('set MEDIASOUP_WORKER_BIN before mediasoup was loaded', () => {
