@@ -311,8 +311,12 @@ export class CallMedia extends EventEmitter<CallMediaEvents> {
       producer.observer.once('close', () => {
         this.producersById.delete(producer.id);
         // mediasoup closes the consumers of a closed producer only when the worker's notification
-        // arrives; close ours now, so a resume racing with it is a clean not_found.
-        for (const c of [...this.consumersById.values()]) if (c.consumer.producerId === producer.id) c.consumer.close();
+        // arrives; close ours now, so a resume racing with it is a clean not_found. Not while the
+        // whole router closes: the worker has dropped them already, and a closeConsumer request
+        // for each would only come back as "handler not found" errors.
+        if (!this.closed && !this._router.closed) {
+          for (const c of [...this.consumersById.values()]) if (c.consumer.producerId === producer.id) c.consumer.close();
+        }
         if (!this.closed && !this._router.closed) {
           this.log.info(info, 'producer closed');
           this.safeEmit('producerclosed', info);

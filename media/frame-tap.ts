@@ -696,7 +696,7 @@ export function ffmpegArgs(width: number, height: number, maxFps: number): strin
   return [
     '-hide_banner', '-nostdin', '-nostats', '-loglevel', 'warning',
     '-protocol_whitelist', 'pipe,udp,rtp',
-    '-localaddr', '127.0.0.1', '-sdp_flags', 'rtcp_to_source',
+    '-localaddr', '127.0.0.1',
     '-probesize', '32', '-analyzeduration', '0',
     '-threads', '1',
     '-f', 'sdp', '-i', 'pipe:0',

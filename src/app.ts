@@ -18,6 +18,7 @@ import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { openServerLedger, type ServerLedger } from './ledger/server-ledger.ts';
+import { IdentityService } from './identity/service.ts';
 import type { Logger } from './logger.ts';
 import { MemoryStore } from './store/memory.ts';
 import type { StateStore } from './store/types.ts';
@@ -34,6 +35,7 @@ export interface VideoTellerApp {
   signaling: Signaling;
   ledger: ServerLedger;
   evidence: EvidenceSink;
+  identity: IdentityService;
   log: Logger;
   /** Listens on HOST:PORT; resolves to the base URL. */
   listen(): Promise<string>;
@@ -60,6 +62,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   const ledger = await openServerLedger(config, log.child({ part: 'ledger' }));
   const evidence = ledger.evidence;
   const store: StateStore = new MemoryStore();
+  const identity = new IdentityService(config, log.child({ part: 'identity' }));
   const media = await MediaWorkerPool.start({
     numWorkers: config.MEDIA_WORKERS,
     logLevel: config.MEDIASOUP_LOG_LEVEL,
@@ -136,6 +139,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     signaling,
     ledger,
     evidence,
+    identity,
     log,
     async listen() {
       await http.listen({ host: config.HOST, port: config.PORT });
@@ -163,6 +167,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       await signaling.close();
       await http.close();
       media.close();
+      await identity.close();
       await store.close();
       await ledger.close();
       log.info('shut down');

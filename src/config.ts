@@ -1,6 +1,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { identityConfigSchema, toMatchConfig } from './identity/config.ts';
+import { validateMatchConfig } from './identity/scoring.ts';
 
 /**
  * All configuration comes from the environment, parsed once at start.
@@ -52,6 +54,15 @@ export const configSchema = z.object({
   LEDGER_ORIGIN: z.string().min(1).default('videoteller.local/ledger'),
   CHECKPOINT_INTERVAL_MS: int(10, 3_600_000).default(1000),
   RECORD_TTL_S: int(60, 10 * 365 * 86_400).default(30 * 86_400),
+
+  /** Identity checks during the call (src/identity/config.ts documents each). */
+  ...identityConfigSchema.shape,
+  /** Frames per second the server analyses from the customer's video; more while a liveness challenge is open. */
+  IDENTITY_FRAME_RATE: z.coerce.number().min(0.5).max(15).default(2),
+  IDENTITY_CHALLENGE_FRAME_RATE: z.coerce.number().min(0.5).max(15).default(8),
+  /** Liveness challenges per check, and the time the customer has for each. */
+  LIVENESS_CHALLENGES: int(2, 4).default(3),
+  LIVENESS_CHALLENGE_TIMEOUT_MS: int(2000, 60_000).default(8000),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -76,6 +87,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const c = parsed.data;
   if (c.RTC_MIN_PORT > c.RTC_MAX_PORT) throw new ConfigError(['RTC_MIN_PORT: must not exceed RTC_MAX_PORT']);
+  try {
+    validateMatchConfig(toMatchConfig(c));
+  } catch (err) {
+    throw new ConfigError([`IDENTITY_MATCH_*: ${(err as Error).message}`]);
+  }
   return {
     ...c,
     ...(c.PUBLIC_URL ? { PUBLIC_URL: c.PUBLIC_URL.replace(/\/$/, '') } : {}),

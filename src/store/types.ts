@@ -37,6 +37,17 @@ export interface SessionRecord {
   createdBy: string;
   /** Set when the teller decided: the verification record as issued (JWS, entry, proof, checkpoint). */
   decision?: SessionDecision;
+  /** The registered ID photo's face, once the bank's system attached it (the photo is in the blob store). */
+  reference?: SessionReference;
+}
+
+export interface SessionReference {
+  /** SHA-256 of the uploaded photo: its name in the blob store and in the evidence. */
+  sha256: string;
+  /** The 128-d face descriptor (plain numbers, so every store can keep it as JSON). */
+  descriptor: number[];
+  detectionScore: number;
+  attachedAt: number;
 }
 
 export interface SessionDecision {
