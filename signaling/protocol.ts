@@ -174,6 +174,8 @@ export const clientMessages = {
   'call:hangup': z.object({}).strict(),
   // teller, during a call: issues the verification record
   'call:decide': decideSchema,
+  // teller, during a call: the server starts its liveness challenges for the customer
+  'liveness:start': z.object({}).strict(),
 } as const;
 
 export type ClientMessageName = keyof typeof clientMessages;
@@ -195,6 +197,7 @@ export interface ClientAckData {
   'media:restartIce': { iceParameters: unknown };
   'call:hangup': { state: SessionState };
   'call:decide': DecisionResult;
+  'liveness:start': LivenessView;
 }
 
 export interface DecisionResult {
@@ -275,6 +278,59 @@ export const callEndedSchema = z.object({
 });
 export type CallEnded = z.infer<typeof callEndedSchema>;
 
+// ---------------------------------------------------------------------------------------------
+// Identity checks during the call (the server's own analysis of the customer's video)
+
+/** Kept equal to src/identity/liveness.ts CHALLENGE_TYPES and quality.ts GUIDANCE_CODES (a test checks). */
+export const CHALLENGE_TYPES = ['turn_left', 'turn_right', 'blink', 'move_closer'] as const;
+export const challengeTypeSchema = z.enum(CHALLENGE_TYPES);
+export const GUIDANCE_CODES = [
+  'show_your_face',
+  'only_you_in_picture',
+  'more_light',
+  'less_light',
+  'hold_still_clean_lens',
+  'move_closer',
+  'center_your_face',
+  'check_your_camera',
+] as const;
+export const guidanceCodeSchema = z.enum(GUIDANCE_CODES);
+
+export const identityReportSchema = z.object({
+  t: z.number(),
+  faceCount: z.number().int().min(0),
+  verdict: z.enum(['match', 'no_match', 'no_face', 'multiple_faces', 'unusable']),
+  similarity: z.number().min(0).max(1).nullable(),
+  distance: z.number().min(0).nullable(),
+  decision: z.enum(['match', 'no_match', 'inconclusive']),
+  qualityIssues: z.array(z.string()),
+  approvalAllowedByQuality: z.boolean(),
+  yaw: z.number().nullable(),
+  analysisMs: z.number(),
+});
+export type IdentityReport = z.infer<typeof identityReportSchema>;
+
+export const challengeViewSchema = z.object({
+  challengeId: z.string(),
+  type: challengeTypeSchema,
+  status: z.enum(['pending', 'passed', 'failed']),
+  reason: z.enum(['ok', 'waiting', 'no_baseline', 'not_performed', 'face_lost', 'identity_mismatch']),
+  deadline: z.number(),
+});
+export type ChallengeView = z.infer<typeof challengeViewSchema>;
+
+export const livenessViewSchema = z.object({
+  status: z.enum(['not_started', 'running', 'passed', 'failed']),
+  challenges: z.array(challengeViewSchema),
+});
+export type LivenessView = z.infer<typeof livenessViewSchema>;
+
+/** Whether the server checks this call's identity, and if not, why. */
+export const identityStatusSchema = z.object({
+  active: z.boolean(),
+  reason: z.enum(['checking', 'no_reference_photo', 'engine_unavailable', 'no_customer_video']),
+});
+
 export type ServerToClientEvents = {
   'session:info': (info: SessionInfo) => void;
   'queue:position': (pos: QueuePosition) => void;
@@ -284,6 +340,14 @@ export type ServerToClientEvents = {
   'call:start': (start: CallStart) => void;
   'media:newProducer': (p: z.infer<typeof newProducerSchema>) => void;
   'call:ended': (ended: CallEnded) => void;
+  /** Teller: one per analysed frame of the customer's video. */
+  'identity:report': (report: IdentityReport) => void;
+  'identity:status': (status: z.infer<typeof identityStatusSchema>) => void;
+  'identity:liveness': (view: LivenessView) => void;
+  /** Customer: what to fix in the picture (null: nothing). */
+  'identity:guidance': (g: { code: z.infer<typeof guidanceCodeSchema> | null }) => void;
+  /** Customer: the liveness challenge to perform now (null: none). */
+  'liveness:prompt': (p: { challenge: ChallengeView | null }) => void;
   /** A message the server could not take and that had no acknowledgement to answer through. */
   'protocol:error': (err: ProtocolError & { event?: string }) => void;
 };

@@ -9,6 +9,11 @@ import { z } from 'zod';
 import {
   callEndedSchema,
   callStartSchema,
+  challengeViewSchema,
+  guidanceCodeSchema,
+  identityReportSchema,
+  identityStatusSchema,
+  livenessViewSchema,
   newProducerSchema,
   offerClosedSchema,
   offerSchema,
@@ -38,12 +43,18 @@ export const serverMessages: { [E in ServerEventName]: z.ZodType<ServerMessage<E
   'call:start': callStartSchema,
   'media:newProducer': newProducerSchema,
   'call:ended': callEndedSchema,
+  'identity:report': identityReportSchema,
+  'identity:status': identityStatusSchema,
+  'identity:liveness': livenessViewSchema,
+  'identity:guidance': z.object({ code: guidanceCodeSchema.nullable() }),
+  'liveness:prompt': z.object({ challenge: challengeViewSchema.nullable() }),
   'protocol:error': protocolErrorSchema.extend({ event: z.string().optional() }),
 };
 
 /** Acknowledgement data whose shape the protocol declares with a schema. */
 const ackSchemas: { [E in ClientMessageName]?: z.ZodType<ClientAckData[E]> } = {
   'queue:join': queuePositionSchema,
+  'liveness:start': livenessViewSchema,
 };
 
 const ackEnvelopeSchema = z.union([
