@@ -3,7 +3,12 @@ import type { Logger } from '../src/logger.ts';
 import type { EvidenceSink } from '../src/evidence.ts';
 import type { SessionRecord, TellerRecord } from '../src/store/types.ts';
 import { CallMedia } from '../media/call-media.ts';
+import { FrameTap } from '../media/frame-tap.ts';
 import type { MediaWorkerPool } from '../media/worker-pool.ts';
+import { CallIdentity } from '../src/identity/call-identity.ts';
+import type { ChallengeType } from '../src/identity/liveness.ts';
+import type { IdentityService } from '../src/identity/service.ts';
+import type { StateStore } from '../src/store/types.ts';
 import type { CallEnded, ClientToServerEvents, ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { SignalingError } from './handlers.ts';
@@ -17,6 +22,18 @@ export interface ActiveCall {
   tellerId: string;
   media: CallMedia;
   log: Logger;
+  /** The server's identity checks, when the session has a reference photo and the customer sends video. */
+  identity?: CallIdentity;
+  /** The tap of the customer's current video producer (a new one after the customer reconnects). */
+  tap?: FrameTap;
+  ended?: boolean;
+}
+
+export interface CallIdentityDeps {
+  identity: IdentityService;
+  store: StateStore;
+  /** Tests: issue exactly these challenges, in this order, instead of random ones. */
+  challengeTypes?: ChallengeType[];
 }
 
 export const sessionRoom = (sessionId: string) => `session:${sessionId}`;
@@ -36,6 +53,7 @@ export class CallCoordinator {
     private readonly evidence: EvidenceSink,
     private readonly namespaces: { customer: AppNamespace; teller: AppNamespace },
     private readonly log: Logger,
+    private readonly identityDeps?: CallIdentityDeps,
   ) {
     router.on('accepted', (session, teller) => {
       this.start(session, teller).catch(async (err) => {
@@ -58,6 +76,9 @@ export class CallCoordinator {
 
     media.on('producer', ({ participant, producerId, kind }) => {
       this.emitTo(call, other(participant), 'media:newProducer', { producerId, kind });
+      if (participant === 'customer' && kind === 'video') {
+        this.startIdentity(call).catch((err) => log.error({ err }, 'identity checks could not start'));
+      }
       void this.evidence
         .append({ sessionId: session.id, type: 'media.producer', actor: participant === 'teller' ? teller.id : 'customer', payload: { callId, participant, kind, producerId } })
         .catch((err) => log.error({ err }, 'evidence append failed'));
@@ -100,12 +121,84 @@ export class CallCoordinator {
     const to = reason === 'failed' || reason === 'peer_lost' ? 'failed' : 'ended';
     await this.router.endCall(sessionId, actor, reason, reason === 'server_shutdown' ? 'ended' : to);
     if (!call) return;
+    call.ended = true;
+    await call.tap?.close().catch((err) => call.log.warn({ err }, 'frame tap close failed'));
     call.media.close();
+    await call.identity?.close().catch((err) => call.log.error({ err }, 'identity close failed'));
     await this.evidence.append({ sessionId, type: 'call.ended', actor, payload: { callId: call.callId, reason } });
     call.log.info({ reason }, 'call ended');
     const ended = { callId: call.callId, sessionId, reason };
     this.emitTo(call, 'customer', 'call:ended', ended);
     this.emitTo(call, 'teller', 'call:ended', ended);
+  }
+
+  /**
+   * The server's own look at the customer: tap their video (server-side decoder) into the face
+   * engine against the session's reference photo. The checks (CallIdentity) live as long as the
+   * call; the tap is rebuilt when the customer's video producer is replaced (reconnect).
+   */
+  private async startIdentity(call: ActiveCall): Promise<void> {
+    const deps = this.identityDeps;
+    if (!deps || call.ended) return;
+    const session = await deps.store.getSession(call.sessionId);
+    if (!session?.reference) {
+      this.emitTo(call, 'teller', 'identity:status', { active: false, reason: 'no_reference_photo' });
+      return;
+    }
+    let engine;
+    try {
+      engine = await deps.identity.engine();
+    } catch (err) {
+      call.log.error({ err }, 'face engine unavailable: the call goes on without identity checks');
+      this.emitTo(call, 'teller', 'identity:status', { active: false, reason: 'engine_unavailable' });
+      return;
+    }
+    if (call.ended) return;
+    const settings = deps.identity.settings;
+    if (!call.identity) {
+      const identity = new CallIdentity({
+        sessionId: call.sessionId,
+        callId: call.callId,
+        reference: session.reference.descriptor,
+        engine,
+        evidence: this.evidence,
+        settings,
+        setFrameRate: (fps) => call.tap?.setRate(fps),
+        log: call.log.child({ part: 'identity' }),
+      });
+      identity.on('report', (r) => this.emitTo(call, 'teller', 'identity:report', r));
+      identity.on('liveness', (v) => this.emitTo(call, 'teller', 'identity:liveness', v));
+      identity.on('guidance', (code) => this.emitTo(call, 'customer', 'identity:guidance', { code }));
+      identity.on('prompt', (challenge) => this.emitTo(call, 'customer', 'liveness:prompt', { challenge }));
+      call.identity = identity;
+    }
+    const previous = call.tap;
+    call.tap = undefined;
+    await previous?.close().catch(() => undefined);
+    const tap = await FrameTap.forCall(call.media, {
+      logger: call.log.child({ part: 'frame-tap' }),
+      fps: call.identity.livenessView().status === 'running' ? settings.challengeFrameRate : settings.frameRate,
+      maxFps: Math.max(settings.frameRate, settings.challengeFrameRate),
+    });
+    if (call.ended) {
+      await tap.close();
+      return;
+    }
+    call.tap = tap;
+    const identity = call.identity;
+    tap.on('frame', (f) => identity.onFrame(f));
+    tap.on('closed', ({ reason }) => {
+      if (call.tap === tap) call.tap = undefined;
+      if (reason === 'failed' && !call.ended) this.emitTo(call, 'teller', 'identity:status', { active: false, reason: 'no_customer_video' });
+    });
+    this.emitTo(call, 'teller', 'identity:status', { active: true, reason: 'checking' });
+  }
+
+  /** Starts the liveness challenges of a call (the teller asks; the server picks and judges them). */
+  startLiveness(sessionId: string) {
+    const call = this.require(sessionId);
+    if (!call.identity) throw new SignalingError('invalid_state', 'the identity check is not running for this call (no reference photo, or no video yet)');
+    return call.identity.startLiveness(this.identityDeps?.challengeTypes);
   }
 
   /** Ends every call on this node (graceful shutdown). */

@@ -1,10 +1,12 @@
 import type { StaffIdentity } from '../src/auth/staff-tokens.ts';
 import type { EvidenceSink } from '../src/evidence.ts';
-import type { EvidenceSummary, IssuedRecord, RecordInput } from '../src/ledger/index.ts';
+import type { CallIdentity } from '../src/identity/call-identity.ts';
+import type { IssuedRecord, RecordInput } from '../src/ledger/index.ts';
 import type { Logger } from '../src/logger.ts';
 import type { DecisionResult } from './protocol.ts';
 import { decideSchema } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
+import { SignalingError } from './handlers.ts';
 import type { z } from 'zod';
 
 export type DecideMessage = z.infer<typeof decideSchema>;
@@ -14,8 +16,8 @@ export interface DecisionDeps {
   evidence: EvidenceSink;
   /** Signs the verification record into the ledger (src/ledger/server-ledger.ts). */
   issueRecord(input: RecordInput): Promise<IssuedRecord>;
-  /** What the call's checks found so far; the record carries exactly this. */
-  evidenceSummary(sessionId: string): Promise<EvidenceSummary>;
+  /** The call's identity checks, if they run: their summary is the record's evidence. */
+  identityOf(sessionId: string): CallIdentity | undefined;
   log: Logger;
 }
 
@@ -27,7 +29,16 @@ export interface DecisionDeps {
  */
 export async function decideCall(deps: DecisionDeps, staff: StaffIdentity, sessionId: string, msg: DecideMessage): Promise<DecisionResult> {
   const session = await deps.router.decide(sessionId, staff.id, `decision_${msg.decision}`, async (s) => {
-    const evidence = await deps.evidenceSummary(s.id);
+    const identity = deps.identityOf(s.id);
+    if (msg.decision === 'approved' && s.reference) {
+      // The server's own checks must hold: a match, adequate picture, liveness passed. A rejection
+      // never needs them (the teller may reject for any listed reason).
+      if (!identity) throw new SignalingError('invalid_state', 'cannot approve: the identity check has not run in this call');
+      const blockers = identity.snapshot().blockers;
+      if (blockers.length) throw new SignalingError('invalid_state', `cannot approve: ${blockers.join(', ')}`);
+    }
+    if (identity) await identity.recordSnapshot(staff.id);
+    const evidence = identity?.summary() ?? {};
     await deps.evidence.append({
       sessionId: s.id,
       type: 'decision.made',

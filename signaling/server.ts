@@ -5,7 +5,7 @@ import type { EvidenceSink } from '../src/evidence.ts';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
 import type { MediaWorkerPool } from '../media/worker-pool.ts';
-import { CallCoordinator, sessionRoom, tellerRoom } from './calls.ts';
+import { CallCoordinator, sessionRoom, tellerRoom, type CallIdentityDeps } from './calls.ts';
 import { setupCustomerNamespace } from './customer-namespace.ts';
 import { GraceTimers } from './grace.ts';
 import { NAMESPACES, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
@@ -21,8 +21,10 @@ export interface SignalingDeps {
   evidence: EvidenceSink;
   staffTokens: StaffTokens;
   reconnectGraceMs: number;
-  /** Record issuance and the evidence summary it carries. */
-  records: Pick<DecisionDeps, 'issueRecord' | 'evidenceSummary'>;
+  /** Record issuance. */
+  records: Pick<DecisionDeps, 'issueRecord'>;
+  /** The identity checks during calls (absent: calls run without them). */
+  identity?: Omit<CallIdentityDeps, 'store'>;
   log: Logger;
 }
 
@@ -45,11 +47,18 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
   });
   const customer = io.of(NAMESPACES.customer);
   const teller = io.of(NAMESPACES.teller);
-  const calls = new CallCoordinator(deps.pool, router, deps.evidence, { customer, teller }, log);
+  const calls = new CallCoordinator(
+    deps.pool,
+    router,
+    deps.evidence,
+    { customer, teller },
+    log,
+    deps.identity ? { ...deps.identity, store: deps.store } : undefined,
+  );
   const grace = new GraceTimers(deps.reconnectGraceMs);
 
   setupCustomerNamespace(customer, { ...deps, calls, grace, log: log.child({ ns: 'customer' }) });
-  const decisions: DecisionDeps = { ...deps.records, router, evidence: deps.evidence, log };
+  const decisions: DecisionDeps = { ...deps.records, router, evidence: deps.evidence, identityOf: (id) => calls.get(id)?.identity, log };
   setupTellerNamespace(teller, { ...deps, calls, grace, decisions, log: log.child({ ns: 'teller' }) });
 
   router.on('offer', (offer, session) => teller.to(tellerRoom(offer.tellerId)).emit('offer:new', toOffer(offer, session)));

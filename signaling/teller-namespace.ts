@@ -103,6 +103,12 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       return decideCall({ ...decisions, log: tlog.child({ sessionId }) }, staff, sessionId, msg);
     });
 
+    handle(socket, 'liveness:start', tlog, async () => {
+      const sessionId = await currentSession();
+      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
+      return calls.startLiveness(sessionId);
+    });
+
     registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
 
     socket.on('disconnect', (reason) => {

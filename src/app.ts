@@ -121,11 +121,8 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     evidence,
     staffTokens,
     reconnectGraceMs: config.RECONNECT_GRACE_MS,
-    records: {
-      issueRecord: (input) => ledger.issueRecord(input),
-      // Until the identity checks run in the call, the record covers what evidence exists: none.
-      evidenceSummary: async () => ({}),
-    },
+    records: { issueRecord: (input) => ledger.issueRecord(input) },
+    identity: { identity, ...(config.LIVENESS_CHALLENGE_TYPES ? { challengeTypes: config.LIVENESS_CHALLENGE_TYPES } : {}) },
     log: log.child({ part: 'signaling' }),
   });
 

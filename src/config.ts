@@ -63,6 +63,15 @@ export const configSchema = z.object({
   /** Liveness challenges per check, and the time the customer has for each. */
   LIVENESS_CHALLENGES: int(2, 4).default(3),
   LIVENESS_CHALLENGE_TIMEOUT_MS: int(2000, 60_000).default(8000),
+  /**
+   * Issue exactly these challenges in this order (comma-separated) instead of a random pick.
+   * For tests and demonstrations only: predictable challenges can be pre-recorded.
+   */
+  LIVENESS_CHALLENGE_TYPES: z
+    .string()
+    .transform((v) => v.split(',').map((x) => x.trim()))
+    .pipe(z.array(z.enum(['turn_left', 'turn_right', 'blink', 'move_closer'])).min(1).max(4))
+    .optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

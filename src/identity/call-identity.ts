@@ -78,7 +78,8 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
       reference: opts.reference,
       match: opts.settings.match,
       liveness: { timeoutMs: opts.settings.challengeTimeoutMs },
-      requiredChallenges: opts.settings.challenges,
+      // The documented rule: at least two challenges, all passed (the check issues settings.challenges).
+      requiredChallenges: 2,
     });
     this.summarizer = new MatchSummarizer(opts.sessionId, opts.callId);
   }
