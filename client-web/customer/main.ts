@@ -4,13 +4,33 @@
  */
 import '../lib/base.css';
 import './customer.css';
-import type { CallEnded, ErrorCode } from '../../signaling/protocol.ts';
+import type { CallEnded, CHALLENGE_TYPES, ErrorCode, GUIDANCE_CODES } from '../../signaling/protocol.ts';
 import { browserSupported, CallMedia } from '../lib/call.ts';
 import { byId, byTestId, exposeTestHook, formatWait, setText, showView } from '../lib/dom.ts';
 import { getLocalMedia, MediaAccessError, micLevel, stopStream } from '../lib/media.ts';
 import { connect, connectErrorOf, listen, request, RequestError, type AppSocket } from '../lib/socket.ts';
 
 type Step = 'connecting' | 'error' | 'consent' | 'check' | 'queue' | 'call' | 'ended';
+
+/** The server's guidance codes, in the customer's words. */
+const GUIDANCE_TEXT: Record<(typeof GUIDANCE_CODES)[number], string> = {
+  show_your_face: 'Please show your face to the camera.',
+  only_you_in_picture: 'Only you should be in the picture, please.',
+  more_light: 'It is too dark: please find more light.',
+  less_light: 'Too bright: please move away from the light.',
+  hold_still_clean_lens: 'The picture is blurred: hold the phone still and wipe the lens.',
+  move_closer: 'Please move closer to the camera.',
+  center_your_face: 'Please centre your face in the picture.',
+  check_your_camera: 'Your video seems frozen: please check your camera.',
+};
+
+/** The liveness challenges the server issues. The camera is not mirrored for the server: "left" is the customer's own left. */
+const CHALLENGE_TEXT: Record<(typeof CHALLENGE_TYPES)[number], string> = {
+  turn_left: 'Slowly turn your head to your left, then look back.',
+  turn_right: 'Slowly turn your head to your right, then look back.',
+  blink: 'Close your eyes for a moment, then open them.',
+  move_closer: 'Move your face closer to the camera.',
+};
 
 const RESUME_KEY = 'videoteller.customer';
 
@@ -167,6 +187,18 @@ function start(): void {
 
   listen(s, 'call:start', (start) => void startCall(start.peerName));
   listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason]));
+  listen(s, 'identity:guidance', ({ code }) => {
+    const el = byTestId('guidance');
+    el.hidden = !code;
+    el.dataset.code = code ?? '';
+    setText(el, code ? GUIDANCE_TEXT[code] : '');
+  });
+  listen(s, 'liveness:prompt', ({ challenge }) => {
+    const el = byTestId('liveness-prompt');
+    el.hidden = !challenge;
+    el.dataset.challenge = challenge?.type ?? '';
+    setText(el, challenge ? CHALLENGE_TEXT[challenge.type] : '');
+  });
   listen(s, 'protocol:error', (err) => console.warn('videoteller: protocol error', err));
 }
 

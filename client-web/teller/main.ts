@@ -14,6 +14,8 @@ import {
   type Decision,
   type DecisionReason,
   type ErrorCode,
+  type IdentityReport,
+  type LivenessView,
   type Offer,
   type TellerInfo,
   type TellerState,
@@ -249,6 +251,20 @@ function openSocket(token: string): void {
   });
 
   listen(s, 'call:start', (start) => void startCall(start.peerName));
+  listen(s, 'identity:status', (st) => {
+    const texts = {
+      checking: 'Checking the face on the live video against the registered ID photo.',
+      no_reference_photo: 'No ID photo was registered for this session: the server cannot check the face.',
+      engine_unavailable: 'The face check is unavailable on the server right now.',
+      no_customer_video: 'The customer’s video cannot be analysed.',
+    };
+    const el = byTestId('identity-status');
+    el.dataset.reason = st.reason;
+    setText(el, texts[st.reason]);
+    byTestId<HTMLButtonElement>('liveness-start').disabled = !st.active;
+  });
+  listen(s, 'identity:report', (r) => showIdentityReport(r));
+  listen(s, 'identity:liveness', (v) => showLiveness(v));
   listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason]));
   listen(s, 'protocol:error', (err) => console.warn('videoteller: protocol error', err));
 }
@@ -326,8 +342,11 @@ declineButton.addEventListener('click', async () => {
 async function startCall(peerName: string): Promise<void> {
   if (!socket) return;
   call?.close();
-  // A reconnect restarts the media of the same call: keep what was decided.
-  if (phase !== 'call') resetDecision();
+  // A reconnect restarts the media of the same call: keep what was decided and measured.
+  if (phase !== 'call') {
+    resetDecision();
+    resetIdentity();
+  }
   offer = undefined;
   phase = 'call';
   callStartedAt = Date.now();
@@ -385,6 +404,116 @@ endCallButton.addEventListener('click', async () => {
     if (phase !== 'call') return; // call:ended came first
     endCallButton.disabled = false;
     setBanner(`Could not end the call: ${(err as Error).message}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Identity: the server's live face match, picture quality and liveness challenges
+
+const VERDICT_WARNINGS: Partial<Record<IdentityReport['verdict'], string>> = {
+  no_face: 'No face in the picture.',
+  multiple_faces: 'More than one face in the picture: only the customer may be on camera.',
+};
+const DECISION_LABELS: Record<IdentityReport['decision'], string> = { match: 'Match', no_match: 'No match', inconclusive: 'Inconclusive' };
+const CHALLENGE_LABELS: Record<LivenessView['challenges'][number]['type'], string> = {
+  turn_left: 'Turn head left',
+  turn_right: 'Turn head right',
+  blink: 'Blink',
+  move_closer: 'Move closer',
+};
+/** Similarity per analysed frame (null: no usable face), for the chart. */
+let scoreSeries: { t: number; s: number | null }[] = [];
+
+function resetIdentity(): void {
+  scoreSeries = [];
+  byTestId('identity').hidden = false;
+  setText(byTestId('identity-status'), 'Waiting for the customer’s video…');
+  const decision = byTestId('match-decision');
+  decision.dataset.decision = '';
+  setText(decision, '–');
+  setText(byTestId('match-score'), '–');
+  byTestId('face-warning').hidden = true;
+  setText(byTestId('quality-issues'), '');
+  byTestId<HTMLButtonElement>('liveness-start').disabled = true;
+  showLiveness({ status: 'not_started', challenges: [] });
+  drawScoreChart();
+}
+
+function showIdentityReport(r: IdentityReport): void {
+  scoreSeries.push({ t: r.t, s: r.similarity });
+  if (scoreSeries.length > 600) scoreSeries.shift();
+  const decision = byTestId('match-decision');
+  decision.dataset.decision = r.decision;
+  setText(decision, DECISION_LABELS[r.decision]);
+  setText(byTestId('match-score'), r.similarity === null ? '–' : `${Math.round(r.similarity * 100)}%`);
+  const warning = byTestId('face-warning');
+  const text = VERDICT_WARNINGS[r.verdict];
+  warning.hidden = !text;
+  warning.dataset.verdict = r.verdict;
+  setText(warning, text ?? '');
+  setText(byTestId('quality-issues'), r.qualityIssues.length ? `Picture: ${r.qualityIssues.join('; ')}` : '');
+  drawScoreChart();
+}
+
+function showLiveness(v: LivenessView): void {
+  const status = byTestId('liveness-status');
+  status.dataset.status = v.status;
+  setText(status, v.status.replace('_', ' '));
+  byTestId('liveness-challenges').replaceChildren(
+    ...v.challenges.map((c) => {
+      const li = document.createElement('li');
+      li.dataset.status = c.status;
+      li.textContent = `${CHALLENGE_LABELS[c.type]}: ${c.status}${c.status === 'failed' ? ` (${c.reason.replace('_', ' ')})` : ''}`;
+      return li;
+    }),
+  );
+}
+
+/** Similarity over the call, with the threshold (0.5) as a line: a plain canvas, no chart library. */
+function drawScoreChart(): void {
+  const canvas = byId<HTMLCanvasElement>('score-chart');
+  const ctx = canvas.getContext('2d');
+  if (!ctx) return;
+  const { width: w, height: h } = canvas;
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = '#9aa0a6';
+  ctx.setLineDash([4, 4]);
+  ctx.beginPath();
+  ctx.moveTo(0, h / 2);
+  ctx.lineTo(w, h / 2);
+  ctx.stroke();
+  ctx.setLineDash([]);
+  if (scoreSeries.length < 2) return;
+  const t0 = scoreSeries[0]!.t;
+  const span = Math.max(30_000, scoreSeries[scoreSeries.length - 1]!.t - t0);
+  ctx.strokeStyle = '#1a73e8';
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  let pen = false;
+  for (const p of scoreSeries) {
+    if (p.s === null) {
+      pen = false;
+      continue;
+    }
+    const x = ((p.t - t0) / span) * w;
+    const y = h - p.s * (h - 4) - 2;
+    if (pen) ctx.lineTo(x, y);
+    else ctx.moveTo(x, y);
+    pen = true;
+  }
+  ctx.stroke();
+}
+
+byTestId('liveness-start').addEventListener('click', async () => {
+  if (!socket) return;
+  const button = byTestId<HTMLButtonElement>('liveness-start');
+  button.disabled = true;
+  try {
+    showLiveness(await request(socket, 'liveness:start', {}));
+  } catch (err) {
+    setText(byTestId('identity-status'), `Could not start the liveness check: ${(err as Error).message}`);
+  } finally {
+    button.disabled = false;
   }
 });
 
@@ -481,6 +610,7 @@ function render(): void {
   }
   byTestId('call').hidden = phase !== 'call';
   byTestId('decision').hidden = phase !== 'call' && !(phase === 'wrap_up' && decided);
+  byTestId('identity').hidden = phase !== 'call';
   byTestId('wrap-up').hidden = phase !== 'wrap_up';
   byTestId('idle').hidden = phase !== 'idle';
   tick();
