@@ -16,6 +16,7 @@ import type { EvidenceSink } from './evidence.ts';
 import { authRoutes } from './http/auth.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
+import { referencePhotoRoutes, uploadLimits } from './http/reference-photo.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { openServerLedger, type ServerLedger } from './ledger/server-ledger.ts';
 import { IdentityService } from './identity/service.ts';
@@ -105,7 +106,10 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     apiKeys,
     publicUrl: () => publicUrl,
     customerTokenTtlS: config.CUSTOMER_TOKEN_TTL_S,
+    identity,
+    imageLimits: uploadLimits(config),
   });
+  await http.register(referencePhotoRoutes, { store, evidence, apiKeys, identity, limits: uploadLimits(config) });
   await ledger.registerRoutes(http, staffTokens);
   if (existsSync(CLIENT_DIST)) {
     await http.register(fastifyStatic, { root: CLIENT_DIST, prefix: '/', index: ['index.html'], redirect: true });

@@ -6,10 +6,13 @@ import type { QueueRouter } from '../../signaling/router.ts';
 import type { ApiKeys } from '../auth/api-keys.ts';
 import { newCustomerToken } from '../auth/customer-tokens.ts';
 import type { EvidenceSink } from '../evidence.ts';
+import type { ImageLimits } from '../identity/image.ts';
+import type { IdentityService } from '../identity/service.ts';
 import { maskId } from '../logger.ts';
 import type { StateStore } from '../store/types.ts';
 import { requireApiKey } from './auth.ts';
 import { HttpError, parseInput } from './errors.ts';
+import { assertJsonBesidesPhoto, base64PhotoSchema, intakeReferencePhoto, jsonWithPhotoBodyLimit, recordReferencePhoto } from './reference-photo.ts';
 
 export const createSessionBodySchema = z
   .object({
@@ -18,6 +21,8 @@ export const createSessionBodySchema = z
     priority: z.number().int().min(0).max(9).default(0),
     /** The bank's own reference for the customer (not an ID-document number). */
     customerRef: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits and . _ : - only, at most 64'),
+    /** The registered ID photo, base64 of a JPEG or PNG (or later: PUT /api/sessions/:id/reference-photo). */
+    referencePhoto: base64PhotoSchema.optional(),
   })
   .strict();
 
@@ -33,6 +38,9 @@ export interface SessionRoutesOptions {
   /** Base of join links (known only once the server listens when PORT=0). */
   publicUrl: () => string;
   customerTokenTtlS: number;
+  /** Reference photos sent with the create (face engine, blob store) and their upload limits. */
+  identity: IdentityService;
+  imageLimits: ImageLimits;
 }
 
 /** The bank system's side of a session: create it (get the join link) and read its state. */
@@ -41,9 +49,14 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
   const expiryTimers = new Set<NodeJS.Timeout>();
   app.addHook('onClose', async () => expiryTimers.forEach(clearTimeout));
 
-  app.post('/api/sessions', { preHandler: requireApiKey(opts.apiKeys) }, async (req, reply) => {
-    const body = parseInput(createSessionBodySchema, req.body, 'body');
+  const jsonLimit = app.initialConfig.bodyLimit ?? 1024 * 1024;
+  const bodyLimit = jsonWithPhotoBodyLimit(jsonLimit, opts.imageLimits);
+  app.post('/api/sessions', { onRequest: requireApiKey(opts.apiKeys), bodyLimit }, async (req, reply) => {
+    assertJsonBesidesPhoto(req.body, jsonLimit);
+    const { referencePhoto, ...body } = parseInput(createSessionBodySchema, req.body, 'body');
     if (opts.isDraining()) throw new HttpError(503, 'unavailable', 'this node is shutting down; retry on another node');
+    // A refused photo refuses the whole create: nothing exists until the photo is accepted.
+    const photo = referencePhoto === undefined ? undefined : await intakeReferencePhoto(opts.identity, Buffer.from(referencePhoto, 'base64'), opts.imageLimits, req.log, null);
     const id = randomUUID();
     const { token, hash } = newCustomerToken();
     const now = Date.now();
@@ -58,6 +71,7 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       tokenUsed: false,
       declinedBy: {},
       createdBy: req.apiKeyId!,
+      ...(photo ? { reference: photo.reference } : {}),
     });
     await evidence.append({
       sessionId: id,
@@ -65,16 +79,17 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       actor: `api:${req.apiKeyId}`,
       payload: { businessType: body.businessType, language: body.language, priority: body.priority, customerRef: body.customerRef, tokenExpiresAt: expiresAt },
     });
+    if (photo) await recordReferencePhoto(evidence, id, photo.photo, `api:${req.apiKeyId}`);
     const timer = setTimeout(() => {
       expiryTimers.delete(timer);
       router.expire(id).catch((err) => req.log.error({ err, sessionId: id }, 'session expiry failed'));
     }, opts.customerTokenTtlS * 1000);
     timer.unref();
     expiryTimers.add(timer);
-    req.log.info({ sessionId: id, businessType: body.businessType, customerRef: maskId(body.customerRef) }, 'session created');
+    req.log.info({ sessionId: id, businessType: body.businessType, customerRef: maskId(body.customerRef), photoSha256: photo?.photo.sha256 ?? null }, 'session created');
     // The token travels in the fragment: browsers never send it to the server or in Referer.
     const joinUrl = `${opts.publicUrl()}/customer/#token=${token}`;
-    return reply.code(201).send({ sessionId: id, customerToken: token, joinUrl, expiresAt });
+    return reply.code(201).send({ sessionId: id, customerToken: token, joinUrl, expiresAt, reference: photo?.summary ?? null });
   });
 
   app.get('/api/sessions/:id', { preHandler: requireApiKey(opts.apiKeys) }, async (req) => {
@@ -93,6 +108,7 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       endedAt: s.endedAt ?? null,
       endReason: s.endReason ?? null,
       tellerId: s.tellerId ?? null,
+      reference: s.reference ? { sha256: s.reference.sha256, detectionScore: s.reference.detectionScore } : null,
       decision: s.decision ? { decision: s.decision.decision, reason: s.decision.reason, decidedAt: s.decision.decidedAt, recordId: s.decision.recordId } : null,
     };
   });
