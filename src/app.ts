@@ -64,6 +64,9 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   const evidence = ledger.evidence;
   const store: StateStore = new MemoryStore();
   const identity = new IdentityService(config, log.child({ part: 'identity' }));
+  if (config.LIVENESS_CHALLENGE_TYPES) {
+    log.warn({ challenges: config.LIVENESS_CHALLENGE_TYPES }, 'LIVENESS_CHALLENGE_TYPES is set: liveness challenges are predictable (tests only)');
+  }
   const media = await MediaWorkerPool.start({
     numWorkers: config.MEDIA_WORKERS,
     logLevel: config.MEDIASOUP_LOG_LEVEL,
