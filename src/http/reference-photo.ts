@@ -70,6 +70,10 @@ export function referenceHttpError(err: unknown): unknown {
   if (err instanceof EngineError && err.code === 'overloaded') {
     return new HttpError(503, 'unavailable', 'the face engine is busy; retry shortly', { reason: err.code, retryAfterS: OVERLOADED_RETRY_AFTER_S });
   }
+  // The engine failed, not the photo: the same photo may well go through on a retry.
+  if (err instanceof EngineError && err.code !== 'analysis_failed') {
+    return new HttpError(503, 'unavailable', `the face engine is unavailable (${err.code}); retry shortly`, { reason: err.code, retryAfterS: OVERLOADED_RETRY_AFTER_S });
+  }
   return err;
 }
 
