@@ -124,6 +124,12 @@ export interface FrameTapOptions {
   keyFrameRetryMs?: number;
   /** No decoded frame for this long (while the producer is not paused) is a gap: ask for key frames (default 3000 ms). */
   frameGapMs?: number;
+  /**
+   * No decoded frame for this long although RTP keeps arriving (key frame requests did not help):
+   * ffmpeg is stuck (e.g. its jitter buffer dropping a stream whose sequence numbers jumped), so
+   * the pipeline is replaced, counted as a failure (default 8000 ms).
+   */
+  stallRestartMs?: number;
   /** Consecutive pipeline failures tolerated before the tap gives up and closes as `failed` (default 5). */
   maxRestarts?: number;
   /** Wait before the n-th consecutive restart (the last value repeats). */
@@ -144,6 +150,7 @@ const DEFAULTS = {
   ffmpegPath: 'ffmpeg',
   keyFrameRetryMs: 1000,
   frameGapMs: 3000,
+  stallRestartMs: 8000,
   maxRestarts: 5,
   restartBackoffMs: [250, 1000, 2000, 4000, 8000],
   stableAfterMs: 10_000,
@@ -154,6 +161,8 @@ const DEFAULTS = {
 /** ffmpeg's last stderr lines kept for error messages (the rest is read and discarded). */
 const STDERR_LINES = 12;
 const STDERR_LINE_CHARS = 300;
+/** RTP packets sent to ffmpeg during a gap that prove the stream flows (a second of low-rate video is more). */
+const STALL_MIN_PACKETS = 20;
 /** Where /proc is missing, assume ffmpeg has bound its ports after this long. */
 const LISTEN_FALLBACK_MS = 500;
 
@@ -174,6 +183,12 @@ interface Pipeline {
   firstFrameAt?: number;
   lastDecodedAt?: number;
   lastKeyFrameRequestAt: number;
+  /** When the consumer was resumed (the start of the wait for the first frame). */
+  runningAt?: number;
+  /** RTP packets the consumer had sent to ffmpeg when the current gap was first noticed. */
+  gapPackets?: number;
+  /** A stats request for the stall check is under way. */
+  statsPending?: boolean;
   /** Set when the process ended (whatever the state). */
   exit?: { code: number | null; signal: NodeJS.Signals | null };
   /** The SIGTERM/SIGKILL sequence, once started. */
@@ -241,7 +256,9 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   private closing: Promise<void> | undefined;
   /** Pipelines being built (start or restart), so close() can wait for them to unwind. */
   private readonly inflight = new Set<Promise<unknown>>();
-  private readonly onProducerClose = () => void this.close('producer_closed');
+  // Closing the router closes its transports, and so the producer, before the router's own
+  // 'close' event: the router is already marked closed then, so report the real cause.
+  private readonly onProducerClose = () => void this.close(this.router.closed ? 'router_closed' : 'producer_closed');
   private readonly onRouterClose = () => void this.close('router_closed');
 
   private constructor(opts: FrameTapOptions) {
@@ -258,6 +275,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       ffmpegPath: opts.ffmpegPath ?? DEFAULTS.ffmpegPath,
       keyFrameRetryMs: opts.keyFrameRetryMs ?? DEFAULTS.keyFrameRetryMs,
       frameGapMs: opts.frameGapMs ?? DEFAULTS.frameGapMs,
+      stallRestartMs: opts.stallRestartMs ?? DEFAULTS.stallRestartMs,
       maxRestarts: opts.maxRestarts ?? DEFAULTS.maxRestarts,
       restartBackoffMs: opts.restartBackoffMs ?? DEFAULTS.restartBackoffMs,
       stableAfterMs: opts.stableAfterMs ?? DEFAULTS.stableAfterMs,
@@ -433,9 +451,9 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       if (this.closeReason || p.state === 'retired') throw new FrameTapError('closed', 'the frame tap was closed');
     };
     try {
-      // rtcpMux false: ffmpeg's RTP input always takes RTCP on rtpPort + 1 (an SDP cannot move it
-      // in ffmpeg 5.1), so mediasoup sends its sender reports there, where ffmpeg reads them to
-      // map RTP time to wall-clock, instead of mixing them into the RTP port.
+      // rtcpMux false: ffmpeg's RTP input always binds RTCP on rtpPort + 1 (even with a=rtcp-mux in
+      // the SDP; checked with 5.1), so mediasoup's sender reports go to the socket ffmpeg reads
+      // RTCP on instead of being mixed into the RTP port. Costs one more loopback port.
       p.transport = await this.router.createPlainTransport({
         listenInfo: { protocol: 'udp', ip: '127.0.0.1' },
         rtcpMux: false,
@@ -461,7 +479,6 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
         }
         throw new FrameTapError('ffmpeg_failed', `cannot start ${this.opts.ffmpegPath}: ${p.spawnError.message}`, { cause: p.spawnError });
       }
-      child.stdin.on('error', () => undefined); // EPIPE if ffmpeg died before reading it; its exit is reported
       child.stdin.end(sdp);
       await this.waitListening(p, child);
       live();
@@ -471,6 +488,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       live();
       if (p.exit) throw new FrameTapError('ffmpeg_failed', `ffmpeg exited while starting (${exitText(p.exit.code, p.exit.signal)}): ${tail(p.stderr)}`);
       p.state = 'running';
+      p.runningAt = Date.now();
       this.log.info(
         { pid: child.pid, rtpPort: p.ports.rtpPort, transportId: p.transport.id, consumerId: p.consumer.id, codec: codec.mimeType, pipeline: p.seq },
         'frame tap running',
@@ -488,6 +506,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       windowsHide: true,
     });
     p.child = child;
+    child.stdin.on('error', () => undefined); // EPIPE if ffmpeg died before reading the SDP; its exit is reported
     p.exited = new Promise<void>((resolve) => {
       child.once('close', () => resolve());
       child.once('error', (err) => {
@@ -545,9 +564,14 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   private onExit(p: Pipeline, code: number | null, signal: NodeJS.Signals | null): void {
     p.exit = { code, signal };
     if (p.state !== 'running' || this.closeReason) return; // retired on purpose, or launch() handles it
+    this.fail(p, `ffmpeg exited unexpectedly (${exitText(code, signal)})`, { code, signal });
+  }
+
+  /** A running pipeline failed: log it with ffmpeg's last words, tear it down, build another after the backoff. */
+  private fail(p: Pipeline, reason: string, fields: Record<string, unknown>): void {
     const now = Date.now();
-    const reason = `ffmpeg exited unexpectedly (${exitText(code, signal)})`;
-    this.log.warn({ pid: p.child?.pid, code, signal, stderr: tail(p.stderr), pipeline: p.seq, ranMs: now - p.startedAt }, reason);
+    this.log.warn({ ...fields, pid: p.child?.pid, stderr: tail(p.stderr), pipeline: p.seq, ranMs: now - p.startedAt }, reason);
+    // A pipeline that worked for a while was healthy: this failure is the first of a new series.
     if (p.firstFrameAt !== undefined && now - p.firstFrameAt >= this.opts.stableAfterMs) this.failures = 0;
     void this.retire(p);
     void this.track(
@@ -618,6 +642,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       this.log.info({ pipeline: p.seq, gapMs: now - p.lastDecodedAt }, 'frame tap: frames resumed after a gap');
     }
     p.lastDecodedAt = now;
+    p.gapPackets = undefined;
     // Half of ffmpeg's frame spacing as slack: frames arrive with jitter around the schedule.
     if (now < this.nextDueAt - 500 / this.maxFps) {
       this.counters.framesDropped++;
@@ -632,14 +657,46 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     return true;
   }
 
-  /** Runs every keyFrameRetryMs: no first frame yet, or a gap, means ask the sender for a key frame. */
+  /**
+   * Runs every keyFrameRetryMs. No first frame yet, or a gap (nothing decoded for frameGapMs), means
+   * ask the sender for a key frame; a gap longer than stallRestartMs while RTP still reaches ffmpeg
+   * means ffmpeg is stuck: replace the pipeline. Nothing while the producer is paused (camera off):
+   * there is nothing to decode, and asking would only bother the customer's encoder.
+   */
   private checkKeyFrames(): void {
     const p = this.pipeline;
     if (!p || p.state !== 'running' || this.closeReason || this.producer.paused) return;
     const now = Date.now();
-    if (now - p.lastKeyFrameRequestAt < this.opts.keyFrameRetryMs * 0.9) return;
-    if (p.firstFrameAt === undefined) this.requestKeyFrame(p, 'no_frame_yet');
-    else if (now - (p.lastDecodedAt ?? p.firstFrameAt) >= this.opts.frameGapMs) this.requestKeyFrame(p, 'gap');
+    const gapMs = now - (p.lastDecodedAt ?? p.runningAt ?? now);
+    if (p.firstFrameAt !== undefined && gapMs < this.opts.frameGapMs) return;
+    if (now - p.lastKeyFrameRequestAt >= this.opts.keyFrameRetryMs * 0.9) this.requestKeyFrame(p, p.firstFrameAt === undefined ? 'no_frame_yet' : 'gap');
+    if (gapMs >= Math.min(this.opts.frameGapMs, this.opts.stallRestartMs) && !p.statsPending) void this.checkStall(p, gapMs);
+  }
+
+  /** Counts what the consumer sent during the gap; packets flowing without frames past stallRestartMs is a stall. */
+  private async checkStall(p: Pipeline, gapMs: number): Promise<void> {
+    const consumer = p.consumer;
+    if (!consumer) return;
+    p.statsPending = true;
+    let packets: number | undefined;
+    try {
+      const stats = await consumer.getStats();
+      packets = stats.find((s) => s.type === 'outbound-rtp')?.packetCount;
+    } catch {
+      return; // closing
+    } finally {
+      p.statsPending = false;
+    }
+    if (packets === undefined || p.state !== 'running' || this.closeReason) return;
+    if (p.lastDecodedAt !== undefined && Date.now() - p.lastDecodedAt < gapMs) return; // frames came back meanwhile
+    if (p.gapPackets === undefined) {
+      p.gapPackets = packets;
+      return;
+    }
+    const sent = packets - p.gapPackets;
+    if (gapMs >= this.opts.stallRestartMs && sent >= STALL_MIN_PACKETS) {
+      this.fail(p, 'ffmpeg decodes nothing although RTP arrives: replacing it', { gapMs, packetsSent: sent });
+    }
   }
 
   /** VP8 and H.264 cannot be decoded from the middle of a stream: ask the customer's encoder for a key frame. */

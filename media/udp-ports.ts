@@ -78,7 +78,11 @@ function bindUdp(host: string, port: number): Promise<{ socket: dgram.Socket | u
   return new Promise((resolve) => {
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
     socket.once('error', () => {
-      socket.close();
+      try {
+        socket.close();
+      } catch {
+        // already closed by the failed bind
+      }
       resolve({ socket: undefined });
     });
     socket.bind(port, host, () => resolve({ socket }));

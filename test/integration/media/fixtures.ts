@@ -178,14 +178,17 @@ export async function preparePicture(width: number, height: number): Promise<{ p
   return { path: png, rgb: new Uint8Array(rgb), cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export interface Vp8Feed {
+export interface VideoFeed {
   transport: ms.PlainTransport;
-  /** A VP8 producer on the router, fed by the ffmpeg sender (comedia PlainTransport, like rtp-flow.test.ts). */
+  /** A VP8 or H.264 producer on the router, fed by the ffmpeg sender (comedia PlainTransport, like rtp-flow.test.ts). */
   producer: ms.Producer;
   /** Starts the ffmpeg sender (again after stop(): same source port, so the comedia tuple still matches). */
   start(): void;
   /** Stops the sender (SIGTERM) and waits for it to exit. */
   stop(): Promise<void>;
+  /** Freezes the sender (SIGSTOP) like a network stall; resume() continues the same stream (same sequence numbers and timestamps). */
+  freeze(): void;
+  resume(): void;
   /** Stops the sender and closes the producer's transport. */
   close(): Promise<void>;
   readonly senderPid: number | undefined;
@@ -194,14 +197,21 @@ export interface Vp8Feed {
 let feedSsrc = 22_000_000;
 
 /**
- * A customer camera without a browser: `ffmpeg -re -loop 1` encodes `picture` to VP8 (realtime,
- * a key frame every `gop` frames: ffmpeg ignores PLIs) and sends RTP into a PlainTransport
+ * A customer camera without a browser: `ffmpeg -re -loop 1` encodes `picture` to VP8 (libvpx,
+ * realtime) or H.264 (libx264 constrained baseline, packetization mode 1, as phones send it), a
+ * key frame every `gop` frames (ffmpeg ignores PLIs), and sends RTP into a PlainTransport
  * producer on `router` (comedia: the transport learns ffmpeg's ports from its first packets). The producer declares PLI and FIR feedback, so key frame requests show
  * up in its stats (pliCount/firCount) as they would towards a browser.
  */
-export async function startVp8Feed(router: ms.Router, picture: string, opts: { fps?: number; gop?: number; send?: boolean } = {}): Promise<Vp8Feed> {
+export async function startVideoFeed(
+  router: ms.Router,
+  picture: string,
+  opts: { codec?: 'vp8' | 'h264'; fps?: number; gop?: number; send?: boolean } = {},
+): Promise<VideoFeed> {
   const fps = opts.fps ?? 10;
   const gop = opts.gop ?? 10;
+  const h264 = opts.codec === 'h264';
+  const payloadType = h264 ? 102 : 101;
   // rtcpMux false: ffmpeg sends its sender reports from a second port, and with rtcp-mux the
   // comedia transport would lock onto whichever of the two ports spoke first.
   const transport = await router.createPlainTransport({ listenInfo: { protocol: 'udp', ip: '127.0.0.1' }, rtcpMux: false, comedia: true });
@@ -211,9 +221,10 @@ export async function startVp8Feed(router: ms.Router, picture: string, opts: { f
     rtpParameters: {
       codecs: [
         {
-          mimeType: 'video/VP8',
-          payloadType: 101,
+          mimeType: h264 ? 'video/H264' : 'video/VP8',
+          payloadType,
           clockRate: 90000,
+          ...(h264 ? { parameters: { 'packetization-mode': 1, 'profile-level-id': '42e01f', 'level-asymmetry-allowed': 1 } } : {}),
           rtcpFeedback: [{ type: 'nack' }, { type: 'nack', parameter: 'pli' }, { type: 'ccm', parameter: 'fir' }],
         },
       ],
@@ -227,9 +238,11 @@ export async function startVp8Feed(router: ms.Router, picture: string, opts: { f
     '-hide_banner', '-nostdin', '-loglevel', 'error',
     '-re', '-loop', '1', '-framerate', String(fps), '-i', picture,
     '-vf', 'format=yuv420p',
-    '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-lag-in-frames', '0', '-auto-alt-ref', '0',
+    ...(h264
+      ? ['-c:v', 'libx264', '-profile:v', 'baseline', '-level', '3.1', '-preset', 'ultrafast', '-tune', 'zerolatency']
+      : ['-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-lag-in-frames', '0', '-auto-alt-ref', '0']),
     '-b:v', '800k', '-g', String(gop), '-keyint_min', String(gop),
-    '-an', '-f', 'rtp', '-payload_type', '101', '-ssrc', String(ssrc),
+    '-an', '-f', 'rtp', '-payload_type', String(payloadType), '-ssrc', String(ssrc),
     `rtp://127.0.0.1:${dst}?pkt_size=1200&rtcpport=${dstRtcp}&localrtpport=${src.rtpPort}&localrtcpport=${src.rtcpPort}`,
   ];
   let sender: ChildProcess | undefined;
@@ -243,7 +256,7 @@ export async function startVp8Feed(router: ms.Router, picture: string, opts: { f
     await exited;
     clearTimeout(timer);
   };
-  const feed: Vp8Feed = {
+  const feed: VideoFeed = {
     transport,
     producer,
     start() {
@@ -252,7 +265,14 @@ export async function startVp8Feed(router: ms.Router, picture: string, opts: { f
       sender.stderr!.resume(); // drained, not read
     },
     stop,
+    freeze() {
+      sender?.kill('SIGSTOP');
+    },
+    resume() {
+      sender?.kill('SIGCONT');
+    },
     async close() {
+      sender?.kill('SIGCONT'); // a frozen sender would not act on SIGTERM
       await stop();
       transport.close();
     },
@@ -262,6 +282,20 @@ export async function startVp8Feed(router: ms.Router, picture: string, opts: { f
   };
   if (opts.send !== false) feed.start();
   return feed;
+}
+
+/**
+ * Waits until the feed's RTP reaches the producer and its RTCP port is known (comedia learns it
+ * from the sender's first report), so that key frame requests can reach the sender as PLIs.
+ */
+export async function waitFlowing(feed: VideoFeed, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stats = await feed.producer.getStats();
+    if ((stats[0]?.packetCount ?? 0) > 0 && feed.transport.rtcpTuple?.remotePort) return;
+    if (Date.now() > deadline) throw new Error('the ffmpeg feed did not reach the producer');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Per-channel mean of packed RGB. */

@@ -7,7 +7,7 @@
  */
 import '../../../media/worker-bin.ts';
 import dgram from 'node:dgram';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CallMedia } from '../../../media/call-media.ts';
 import { FrameAssembler, FrameTap, FrameTapError, type FrameTapClosedEvent, type FrameTapOptions, type TapFrame } from '../../../media/frame-tap.ts';
 import { buildRecvSdp } from '../../../media/sdp.ts';
@@ -21,9 +21,10 @@ import {
   preparePicture,
   processAlive,
   startPool,
-  startVp8Feed,
+  startVideoFeed,
+  waitFlowing,
   type LogLine,
-  type Vp8Feed,
+  type VideoFeed,
 } from './fixtures.ts';
 
 const W = 640;
@@ -45,12 +46,32 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// Whatever a test started is stopped after it, passed or failed (no stray ffmpeg senders).
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+async function feedOn(media: CallMedia, opts: Parameters<typeof startVideoFeed>[2] = {}): Promise<VideoFeed> {
+  const feed = await startVideoFeed(media.router, picture.path, opts);
+  cleanups.push(() => feed.close());
+  return feed;
+}
+
+async function startTap(opts: FrameTapOptions): Promise<FrameTap> {
+  const tap = await FrameTap.start(opts);
+  cleanups.push(() => tap.close());
+  return tap;
+}
+
 /** A call with the ffmpeg camera feeding a producer on its router, and a log capture. */
-async function setup(feedOpts: Parameters<typeof startVp8Feed>[2] = {}) {
+async function setup(feedOpts: Parameters<typeof startVideoFeed>[2] = {}) {
   const n = ++seq;
   const log = captureLogger('debug');
   const media = await CallMedia.create(pool, { callId: `tap-call-${n}`, sessionId: `tap-session-${n}`, logger: captureLogger('silent').logger });
-  const feed = await startVp8Feed(media.router, picture.path, feedOpts);
+  cleanups.push(() => media.close());
+  const feed = await feedOn(media, feedOpts);
+  if (feedOpts.send !== false) await waitFlowing(feed);
   const base: FrameTapOptions = { router: media.router, producer: feed.producer, sessionId: media.sessionId, callId: media.callId, logger: log.logger };
   return { media, feed, log, base };
 }
@@ -63,12 +84,6 @@ function collect(tap: FrameTap): TapFrame[] {
 
 async function transportIds(media: CallMedia): Promise<string[]> {
   return (await media.router.dump()).transportIds;
-}
-
-async function teardown(media: CallMedia, feed: Vp8Feed, ...taps: FrameTap[]): Promise<void> {
-  for (const t of taps) await t.close();
-  await feed.close();
-  media.close();
 }
 
 /** Every line the tap logged names its session and call. */
@@ -130,7 +145,7 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
   it('emits exact-size frames of the picture at about the configured rate; setRate changes it; close leaves nothing', async () => {
     const { media, feed, log, base } = await setup();
     const closed: FrameTapClosedEvent[] = [];
-    const tap = await FrameTap.start(base);
+    const tap = await startTap(base);
     tap.on('closed', (e) => closed.push(e));
     const frames = collect(tap);
     const ep = tap.endpoint!;
@@ -202,13 +217,11 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     await sleep(300);
     expect(frames.length).toBe(after);
     expectTapLinesTagged(log.lines, media.sessionId, media.callId);
-
-    await teardown(media, feed);
   });
 
   it('asks for key frames until the first frame, and again after a gap', async () => {
     const { media, feed, log, base } = await setup({ send: false });
-    const tap = await FrameTap.start({ ...base, keyFrameRetryMs: 300, frameGapMs: 1200 });
+    const tap = await startTap({ ...base, keyFrameRetryMs: 300, frameGapMs: 1200 });
     const frames = collect(tap);
 
     // Nothing is sent yet: the tap keeps asking.
@@ -224,31 +237,30 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     await sleep(1500);
     expect(tap.stats().keyFrameRequests - flowing).toBeLessThanOrEqual(1);
 
-    // The camera stops: after frameGapMs the tap asks again, and the requests reach the sender.
-    await feed.stop();
+    // The network stalls (the sender freezes): after frameGapMs the tap asks again, and the
+    // requests reach the sender as PLIs.
+    feed.freeze();
     const beforeGap = tap.stats().keyFrameRequests;
     const pliBefore = (await feed.producer.getStats())[0]?.pliCount ?? 0;
     await sleep(2500);
     expect(tap.stats().keyFrameRequests - beforeGap).toBeGreaterThanOrEqual(2);
     expect((await feed.producer.getStats())[0]?.pliCount ?? 0).toBeGreaterThan(pliBefore);
 
-    // The camera comes back (same source port, next key frame): frames resume, same ffmpeg.
+    // The stream continues: frames resume from the same ffmpeg.
     const pid = tap.pid;
     const mark = frames.length;
-    feed.start();
+    feed.resume();
     await expect.poll(() => frames.length - mark, { timeout: 15_000, interval: 100 }).toBeGreaterThan(1);
     expect(tap.pid).toBe(pid);
     expect(tap.stats().restarts).toBe(0);
     const why = log.lines.filter((l) => l.msg === 'frame tap: requesting a key frame').map((l) => l['why']);
     expect(why).toEqual(expect.arrayContaining(['start', 'no_frame_yet', 'gap']));
     expect(log.lines.some((l) => l.msg === 'frame tap: frames resumed after a gap')).toBe(true);
-
-    await teardown(media, feed, tap);
   });
 
   it('restarts ffmpeg killed mid-stream with a new pipeline, and frames resume', async () => {
     const { media, feed, log, base } = await setup();
-    const tap = await FrameTap.start({ ...base, restartBackoffMs: [100] });
+    const tap = await startTap({ ...base, restartBackoffMs: [100] });
     const frames = collect(tap);
     const restarts: unknown[] = [];
     tap.on('restart', (e) => restarts.push(e));
@@ -277,13 +289,30 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     await tap.close();
     expect(processAlive(second.pid)).toBe(false);
     expect(await transportIds(media)).toEqual([feed.transport.id]);
-    await teardown(media, feed);
+  });
+
+  it('replaces an ffmpeg that decodes nothing although RTP arrives (stalled)', async () => {
+    const { media, feed, log, base } = await setup();
+    const tap = await startTap({ ...base, keyFrameRetryMs: 300, frameGapMs: 1000, stallRestartMs: 2500, killTimeoutMs: 500, restartBackoffMs: [100] });
+    const frames = collect(tap);
+    await expect.poll(() => frames.length, { timeout: 15_000, interval: 100 }).toBeGreaterThan(0);
+    const first = tap.endpoint!;
+
+    process.kill(first.pid, 'SIGSTOP'); // alive, holding its ports, decoding nothing
+    await expect.poll(() => tap.stats().restarts, { timeout: 10_000, interval: 100 }).toBe(1);
+    const mark = frames.length;
+    await expect.poll(() => frames.length - mark, { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => processAlive(first.pid), { timeout: 3000 }).toBe(false);
+    expect(tap.endpoint!.pid).not.toBe(first.pid);
+    expect(log.lines.find((l) => l.msg === 'ffmpeg decodes nothing although RTP arrives: replacing it')).toMatchObject({ level: 40, pid: first.pid });
+    expect(await transportIds(media)).toHaveLength(2);
+    expect(feed.producer.closed).toBe(false);
   });
 
   it('closes itself when the producer closes, and when the call ends', async () => {
     const { media, feed, base } = await setup();
-    const a = await FrameTap.start(base);
-    const b = await FrameTap.start({ ...base, width: 320, height: 240 });
+    const a = await startTap(base);
+    const b = await startTap({ ...base, width: 320, height: 240 });
     const closedA: FrameTapClosedEvent[] = [];
     const closedB: FrameTapClosedEvent[] = [];
     a.on('closed', (e) => closedA.push(e));
@@ -302,8 +331,9 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     await feed.close();
 
     // A new camera on the same call; then the call's media closes (router closed).
-    const feed2 = await startVp8Feed(media.router, picture.path);
-    const c = await FrameTap.start({ ...base, producer: feed2.producer });
+    const feed2 = await feedOn(media);
+    await waitFlowing(feed2);
+    const c = await startTap({ ...base, producer: feed2.producer });
     const closedC: FrameTapClosedEvent[] = [];
     c.on('closed', (e) => closedC.push(e));
     const pidC = c.pid!;
@@ -315,10 +345,23 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     for (const w of pool.stats()) expect(w).toMatchObject({ routers: 0, transports: 0 });
   });
 
+  it('decodes H.264 (constrained baseline, packetization mode 1) as phones without VP8 send it', async () => {
+    const { media, base } = await setup({ codec: 'h264' });
+    const tap = await startTap({ ...base, fps: 4 });
+    const frames = collect(tap);
+    await expect.poll(() => frames.length, { timeout: 15_000, interval: 100 }).toBeGreaterThan(1);
+    const f = frames[frames.length - 1]!;
+    expect(f.rgb.length).toBe(FRAME_BYTES);
+    const [r, g, b] = meanRgb(f.rgb);
+    const [r0, g0, b0] = meanRgb(picture.rgb);
+    expect(Math.max(Math.abs(r - r0), Math.abs(g - g0), Math.abs(b - b0))).toBeLessThan(8);
+    expect(await transportIds(media)).toHaveLength(2);
+  });
+
   it('scales to fit and pads with black to keep the aspect ratio', async () => {
     const { media, feed, base } = await setup();
     // 640×480 (4:3) into 320×320: the picture becomes 320×240 with 40 black rows above and below.
-    const tap = await FrameTap.start({ ...base, width: 320, height: 320, fps: 4 });
+    const tap = await startTap({ ...base, width: 320, height: 320, fps: 4 });
     const frames = collect(tap);
     await expect.poll(() => frames.length, { timeout: 15_000, interval: 100 }).toBeGreaterThan(1);
     const f = frames[frames.length - 1]!;
@@ -329,7 +372,6 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     const picMean = meanRgb(picture.rgb);
     const midMean = meanRgb(rows(40, 280));
     for (let i = 0; i < 3; i++) expect(Math.abs(midMean[i]! - picMean[i]!)).toBeLessThan(8);
-    await teardown(media, feed, tap);
   });
 
   it('gives up with a typed error when ffmpeg cannot run or keeps failing, leaving nothing behind', async () => {
@@ -346,7 +388,6 @@ describe('frame tap (real mediasoup, real ffmpeg)', () => {
     await expect(FrameTap.start({ ...base, fps: 0 })).rejects.toMatchObject({ code: 'bad_option' });
     await expect(FrameTap.start({ ...base, width: 641 })).rejects.toMatchObject({ code: 'bad_option' });
     await expect(FrameTap.forCall(media, { logger: log.logger })).rejects.toMatchObject({ code: 'no_producer' });
-    await teardown(media, feed);
   });
 
   it('picks loopback port pairs that are free', async () => {
