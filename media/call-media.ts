@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { safeEmit } from './safe-emit.ts';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../src/logger.ts';
 import type { ConsumerOptions, MediaKind, TransportOptions } from '../signaling/protocol.ts';
@@ -506,13 +507,8 @@ export class CallMedia extends EventEmitter<CallMediaEvents> {
     return mediaErr;
   }
 
-  /** Emits without letting a listener's exception break the operation that emitted. */
   private safeEmit<E extends keyof CallMediaEvents>(event: E, ...args: CallMediaEvents[E]): void {
-    try {
-      (this.emit as (e: E, ...a: CallMediaEvents[E]) => boolean)(event, ...args);
-    } catch (err) {
-      this.log.error({ err, event }, 'a CallMedia event listener threw');
-    }
+    safeEmit(this as unknown as EventEmitter, this.log, 'CallMedia', event, args);
   }
 }
 

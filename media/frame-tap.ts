@@ -1,4 +1,5 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { safeEmit } from './safe-emit.ts';
 import { EventEmitter } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import type { types as ms } from 'mediasoup';
@@ -720,13 +721,8 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     return fps;
   }
 
-  /** Emits without letting a listener's exception break the stream that emitted. */
   private safeEmit<E extends keyof FrameTapEvents>(event: E, ...args: FrameTapEvents[E]): void {
-    try {
-      (this.emit as (e: E, ...a: FrameTapEvents[E]) => boolean)(event, ...args);
-    } catch (err) {
-      this.log.error({ err, event }, 'a FrameTap event listener threw');
-    }
+    safeEmit(this as unknown as EventEmitter, this.log, 'FrameTap', event, args);
   }
 }
 
