@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import zlib from 'node:zlib';
 import { PNG } from 'pngjs';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -196,6 +197,33 @@ describe('PUT /api/sessions/:id/reference-photo', () => {
     // A JPEG cut short is an image, but a broken one: 422 corrupt.
     const truncated = await putPhoto(server, sessionId, goodJpeg.subarray(0, 1500));
     expect(truncated).toMatchObject({ status: 422, body: { error: { reason: 'corrupt' } } });
+    expect((await server.app.store.getSession(sessionId))?.reference).toBeUndefined();
+  });
+
+  it('refuses a 50-megapixel PNG from its header, before decoding it (422 too_many_pixels)', async () => {
+    const { sessionId } = await createSession(server, validSession);
+    // 8000 × 6250 RGB, all black: a few kB compressed, 150 MB decoded (a decompression bomb).
+    const width = 8000;
+    const height = 6250;
+    const row = Buffer.alloc(1 + width * 3); // filter byte + pixels
+    const raw = zlib.deflateSync(Buffer.concat(Array.from({ length: height }, () => row)), { level: 9 });
+    const chunk = (type: string, data: Buffer) => {
+      const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(data.length);
+      const crc = Buffer.alloc(4);
+      crc.writeUInt32BE(zlib.crc32(body) >>> 0);
+      return Buffer.concat([len, body, crc]);
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(width, 0);
+    ihdr.writeUInt32BE(height, 4);
+    ihdr[8] = 8; // bit depth
+    ihdr[9] = 2; // RGB
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', raw), chunk('IEND', Buffer.alloc(0))]);
+    expect(png.length).toBeLessThan(1024 * 1024);
+    const res = await putPhoto(server, sessionId, png, 'image/png');
+    expect(res).toMatchObject({ status: 422, body: { error: { reason: 'too_many_pixels' } } });
     expect((await server.app.store.getSession(sessionId))?.reference).toBeUndefined();
   });
 
