@@ -16,6 +16,7 @@ import { verifyRecord } from '../../src/ledger/index.ts';
 import { createSession, startTestServer, type TestServer } from '../helpers/server.ts';
 import { artifactsDir, buildPages, launchChromium, tempDir } from './browser.ts';
 import { makeLivenessVideos, type LivenessVideos } from './fixtures/liveness-videos.ts';
+import { encodeJpeg, faceSquare, fixtureFaces, loadSample } from '../fixtures/faces/samples.ts';
 
 const tid = (id: string) => `[data-testid="${id}"]`;
 const CHALLENGES = ['turn_left', 'turn_right', 'move_closer'] as const;
@@ -57,7 +58,12 @@ async function page(browser: Browser, kind: 'phone' | 'desktop'): Promise<Page> 
 }
 
 /** A session with the registered ID photo, a customer in the queue, the teller in the call. */
-async function callWithIdentity(video: string, name: string): Promise<{ sessionId: string; teller: Page; customer: Page }> {
+async function callWithIdentity(
+  video: string,
+  name: string,
+  reference: Buffer = readFileSync(videos.reference),
+  expected: 'match' | 'no_match' = 'match',
+): Promise<{ sessionId: string; teller: Page; customer: Page }> {
   // One call at a time: the previous test's teller console (same teller) must be gone.
   for (const b of browsers.splice(0)) await b.close();
   const browser = await launchChromium(video);
@@ -66,7 +72,7 @@ async function callWithIdentity(video: string, name: string): Promise<{ sessionI
   const put = await fetch(`${server.url}/api/sessions/${sessionId}/reference-photo`, {
     method: 'PUT',
     headers: { 'x-api-key': server.apiKey, 'content-type': 'image/jpeg' },
-    body: readFileSync(videos.reference),
+    body: new Uint8Array(reference),
   });
   expect(put.status).toBe(200);
 
@@ -86,10 +92,10 @@ async function callWithIdentity(video: string, name: string): Promise<{ sessionI
   await teller.waitForSelector(`${tid('accept')}:not([disabled])`, { state: 'visible' });
   await teller.click(tid('accept'));
 
-  // The server's own analysis reaches the teller: a match on the live video.
+  // The server's own analysis reaches the teller: the decision on the live video.
   await teller.waitForSelector(`${tid('identity-status')}[data-reason="checking"]`, { timeout: 30_000 });
-  await teller.waitForSelector(`${tid('match-decision')}[data-decision="match"]`, { timeout: 30_000 });
-  await teller.screenshot({ path: path.join(shots, `identity-${name}-1-match.png`) });
+  await teller.waitForSelector(`${tid('match-decision')}[data-decision="${expected}"]`, { timeout: 30_000 });
+  await teller.screenshot({ path: path.join(shots, `identity-${name}-1-${expected}.png`) });
   return { sessionId, teller, customer };
 }
 
@@ -140,6 +146,19 @@ describe('identity checks during a real call', () => {
     });
     const types = (await server.app.ledger.entriesOf(sessionId)).map((e) => e.type);
     expect(types).toEqual(expect.arrayContaining(['identity.reference_photo', 'identity.match_summary', 'identity.liveness_challenge', 'identity.liveness_result', 'identity.decision_snapshot', 'record.issued']));
+    await customer.click(tid('hangup'));
+  });
+
+  it('shows no_match when the registered ID photo is of someone else, and the server refuses approval', async () => {
+    // Person Y: a face from another demo photo than the video's person X.
+    const f = fixtureFaces().faces.find((x) => x.id === 's1f0')!;
+    const otherPerson = encodeJpeg(faceSquare(loadSample(f.sample), f.box), 92);
+    const { sessionId, teller, customer } = await callWithIdentity(videos.moving, 'other-person', otherPerson, 'no_match');
+    expect(Number.parseInt((await teller.textContent(tid('match-score')))!, 10)).toBeLessThan(50);
+    await teller.click(tid('approve'));
+    await teller.waitForFunction((sel) => /cannot approve/.test(document.querySelector(sel)?.textContent ?? ''), tid('decision-result'));
+    expect(await teller.textContent(tid('decision-result'))).toMatch(/no_match_decision/);
+    expect((await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } })).status).toBe(409);
     await customer.click(tid('hangup'));
   });
 
