@@ -162,6 +162,7 @@ export class CallCoordinator {
         reference: session.reference.descriptor,
         engine,
         evidence: this.evidence,
+        blobs: deps.identity.blobs,
         settings,
         setFrameRate: (fps) => call.tap?.setRate(fps),
         log: call.log.child({ part: 'identity' }),
@@ -199,6 +200,23 @@ export class CallCoordinator {
     const call = this.require(sessionId);
     if (!call.identity) throw new SignalingError('invalid_state', 'the identity check is not running for this call (no reference photo, or no video yet)');
     return call.identity.startLiveness(this.identityDeps?.challengeTypes);
+  }
+
+  /** The teller captures the ID document from the server's own picture of the customer. */
+  async captureDocument(sessionId: string, tellerId: string, checklist: Record<string, boolean>) {
+    const call = this.require(sessionId);
+    if (!call.identity) throw new SignalingError('invalid_state', 'the identity check is not running for this call (no reference photo, or no video yet)');
+    const c = await call.identity.captureDocument(tellerId, checklist);
+    return {
+      imageSha256: c.sha256,
+      faceCount: c.faceCount,
+      documentFace: c.documentFace && {
+        matchesReference: c.documentFace.matchesReference,
+        distanceToReference: Math.round(c.documentFace.distanceToReference * 1e4) / 1e4,
+        matchesLive: c.documentFace.matchesLive,
+        distanceToLive: c.documentFace.distanceToLive === null ? null : Math.round(c.documentFace.distanceToLive * 1e4) / 1e4,
+      },
+    };
   }
 
   /** Ends every call on this node (graceful shutdown). */

@@ -121,6 +121,12 @@ export const DECISION_REASONS = {
 export const decisionReasonSchema = z.enum([...DECISION_REASONS.approved, ...DECISION_REASONS.rejected]);
 export type DecisionReason = z.infer<typeof decisionReasonSchema>;
 
+/** The document's security features the teller confirms having seen (video-identification checklists). */
+export const DOCUMENT_CHECKS = ['hologram', 'personalisation', 'material', 'securityPrint'] as const;
+export const documentChecklistSchema = z
+  .object({ hologram: z.boolean(), personalisation: z.boolean(), material: z.boolean(), securityPrint: z.boolean() })
+  .strict();
+
 export const decideSchema = z
   .object({
     decision: decisionSchema,
@@ -176,6 +182,8 @@ export const clientMessages = {
   'call:decide': decideSchema,
   // teller, during a call: the server starts its liveness challenges for the customer
   'liveness:start': z.object({}).strict(),
+  // teller, during a call: capture the ID document the customer holds up, with what the teller saw on it
+  'document:capture': z.object({ checklist: documentChecklistSchema }).strict(),
 } as const;
 
 export type ClientMessageName = keyof typeof clientMessages;
@@ -198,6 +206,15 @@ export interface ClientAckData {
   'call:hangup': { state: SessionState };
   'call:decide': DecisionResult;
   'liveness:start': LivenessView;
+  'document:capture': DocumentCaptureResult;
+}
+
+export interface DocumentCaptureResult {
+  /** The still the server took from its own copy of the video, by SHA-256 (in the blob store). */
+  imageSha256: string;
+  faceCount: number;
+  /** The document's portrait (the smallest face) against the ID photo and the live face. */
+  documentFace: { matchesReference: boolean; distanceToReference: number; matchesLive: boolean | null; distanceToLive: number | null } | null;
 }
 
 export interface DecisionResult {

@@ -109,6 +109,12 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       return calls.startLiveness(sessionId);
     });
 
+    handle(socket, 'document:capture', tlog, async ({ checklist }) => {
+      const sessionId = await currentSession();
+      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
+      return calls.captureDocument(sessionId, staff.id, checklist);
+    });
+
     registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
 
     socket.on('disconnect', (reason) => {

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import {
   businessTypeSchema,
   DECISION_REASONS,
+  DOCUMENT_CHECKS,
   languageSchema,
   protocolErrorSchema,
   type CallEnded,
@@ -436,6 +437,8 @@ function resetIdentity(): void {
   setText(byTestId('quality-issues'), '');
   byTestId<HTMLButtonElement>('liveness-start').disabled = true;
   showLiveness({ status: 'not_started', challenges: [] });
+  for (const c of DOCUMENT_CHECKS) byTestId<HTMLInputElement>(`doc-${c}`).checked = false;
+  byTestId('document-result').hidden = true;
   drawScoreChart();
 }
 
@@ -503,6 +506,34 @@ function drawScoreChart(): void {
   }
   ctx.stroke();
 }
+
+byTestId('document-capture').addEventListener('click', async () => {
+  if (!socket) return;
+  const button = byTestId<HTMLButtonElement>('document-capture');
+  const result = byTestId('document-result');
+  button.disabled = true;
+  try {
+    const checklist = Object.fromEntries(DOCUMENT_CHECKS.map((c) => [c, byTestId<HTMLInputElement>(`doc-${c}`).checked])) as Record<
+      (typeof DOCUMENT_CHECKS)[number],
+      boolean
+    >;
+    const r = await request(socket, 'document:capture', { checklist });
+    const face = r.documentFace;
+    result.dataset.matchesReference = String(face?.matchesReference ?? false);
+    setText(
+      result,
+      face
+        ? `Captured (${r.imageSha256.slice(0, 12)}…). Portrait on the document ${face.matchesReference ? 'matches' : 'does NOT match'} the ID photo` +
+            (face.matchesLive === null ? '.' : ` and ${face.matchesLive ? 'matches' : 'does NOT match'} the live face.`)
+        : `Captured (${r.imageSha256.slice(0, 12)}…), but no face was found on it: hold the document closer and capture again.`,
+    );
+  } catch (err) {
+    setText(result, `Could not capture the document: ${(err as Error).message}`);
+  } finally {
+    result.hidden = false;
+    button.disabled = false;
+  }
+});
 
 byTestId('liveness-start').addEventListener('click', async () => {
   if (!socket) return;

@@ -13,7 +13,10 @@ import type { EvidenceEntry, EvidenceSink } from '../evidence.ts';
 import type { EvidenceSummary } from '../ledger/record-claims.ts';
 import type { Logger } from '../logger.ts';
 import type { FaceEngine, Frame } from './engine.ts';
-import { challengeEntry, decisionSnapshotEntry, livenessEntry, MatchSummarizer } from './evidence.ts';
+import jpeg from 'jpeg-js';
+import type { BlobStore } from './blobs.ts';
+import { assessDocumentCapture, type DocumentCapture } from './document.ts';
+import { challengeEntry, decisionSnapshotEntry, documentCaptureEntry, livenessEntry, MatchSummarizer } from './evidence.ts';
 import { CHALLENGE_TYPES, pickChallenges, type Challenge, type ChallengeResult, type ChallengeType } from './liveness.ts';
 import { CallMonitor, type FrameReport, type MonitorSnapshot } from './monitor.ts';
 import type { GuidanceCode } from './quality.ts';
@@ -37,6 +40,8 @@ export interface CallIdentityOptions {
   reference: ArrayLike<number>;
   engine: FaceEngine;
   evidence: EvidenceSink;
+  /** Where the document stills go (referenced by SHA-256 in the evidence, never inlined). */
+  blobs: BlobStore;
   settings: IdentitySettings;
   /** Asks the frame source for another rate (more frames while a challenge is open). */
   setFrameRate?: (fps: number) => void;
@@ -69,6 +74,11 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
   private evidenceChain: Promise<unknown> = Promise.resolve();
   private liveness: { types: ChallengeType[]; issued: Challenge[]; results: ChallengeResult[]; timer?: NodeJS.Timeout } | undefined;
   private frames = 0;
+  /** The newest decoded frame, for the document still (the server's own picture, not the browser's). */
+  private lastFrame: Frame | undefined;
+  /** The live face of the newest frame with exactly one face that matched the reference. */
+  private lastLiveDescriptor: Float32Array | undefined;
+  private document: DocumentCapture | undefined;
 
   constructor(private readonly opts: CallIdentityOptions) {
     super();
@@ -87,6 +97,7 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
   /** A decoded frame of the customer's video. Never throws; a slow engine drops older frames. */
   onFrame(frame: Frame): void {
     if (this.closed) return;
+    this.lastFrame = frame;
     this.opts.engine
       .submitFrame(this.callKey, frame)
       .then((outcome) => {
@@ -98,6 +109,7 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
         if (outcome.status !== 'analyzed') return;
         this.frames++;
         const report = this.monitor.onFrame(outcome.analysis, outcome.ts);
+        if (report.match.verdict === 'match' && outcome.analysis.faces.length === 1) this.lastLiveDescriptor = outcome.analysis.faces[0]!.descriptor;
         const dropped = this.opts.engine.callStats(this.callKey)?.dropped ?? 0;
         this.record(this.summarizer.add(report, dropped - this.lastDropped));
         this.lastDropped = dropped;
@@ -121,6 +133,32 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
     this.liveness = { types: chosen, issued: [], results: [] };
     this.issueNext();
     return this.livenessView();
+  }
+
+  /**
+   * The teller captures the ID document the customer holds to the camera: the server encodes its
+   * own newest frame, finds the document's portrait (the smallest face), compares it with the
+   * reference photo and the live face, stores the still and records it with the teller's checklist.
+   */
+  async captureDocument(tellerId: string, checklist: Record<string, boolean>): Promise<DocumentCapture> {
+    if (this.closed) throw new CallIdentityError('invalid_state', 'the call has ended');
+    const frame = this.lastFrame;
+    if (!frame) throw new CallIdentityError('invalid_state', 'no video frame from the customer yet');
+    const rgba = new Uint8Array(frame.width * frame.height * 4);
+    for (let i = 0, j = 0; i < frame.rgb.length; i += 3, j += 4) {
+      rgba[j] = frame.rgb[i]!;
+      rgba[j + 1] = frame.rgb[i + 1]!;
+      rgba[j + 2] = frame.rgb[i + 2]!;
+      rgba[j + 3] = 255;
+    }
+    const bytes = new Uint8Array(jpeg.encode({ data: rgba, width: frame.width, height: frame.height }, 92).data);
+    const capture = await assessDocumentCapture(this.opts.engine, bytes, this.opts.reference, this.lastLiveDescriptor ?? null, this.opts.settings.match.threshold);
+    await this.opts.blobs.put(bytes);
+    await this.flushEvidence();
+    await this.opts.evidence.append(documentCaptureEntry(this.opts.sessionId, tellerId, capture, checklist));
+    this.document = capture;
+    this.opts.log.info({ imageSha256: capture.sha256, faceCount: capture.faceCount, matchesReference: capture.documentFace?.matchesReference ?? null }, 'document captured');
+    return capture;
   }
 
   snapshot(): MonitorSnapshot {
@@ -148,6 +186,7 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
         outcome: live.status === 'passed' ? 'passed' : live.status === 'failed' ? 'failed' : 'inconclusive',
         challenges: live.challenges.length,
       },
+      ...(this.document ? { document: { captured: true, type: 'id_document', imageSha256: this.document.sha256 } } : {}),
     };
   }
 

@@ -136,15 +136,32 @@ describe('identity checks during a real call', () => {
     const items = await teller.$$eval(`${tid('liveness-challenges')} li`, (lis) => lis.map((li) => li.getAttribute('data-status')));
     expect(items).toEqual(['passed', 'passed', 'passed']);
 
+    // The document still comes from the server's own copy of the video (the fake camera shows no
+    // card, so the face found is the customer's: this checks the path, the integration test the rule).
+    for (const c of ['hologram', 'personalisation', 'material', 'securityPrint']) await teller.check(tid(`doc-${c}`));
+    await teller.click(tid('document-capture'));
+    await teller.waitForSelector(`${tid('document-result')}:not([hidden])`);
+    expect(await teller.textContent(tid('document-result'))).toMatch(/Captured \([0-9a-f]{12}…\)/);
+
     await teller.click(tid('approve'));
     await teller.waitForSelector(`${tid('decision-result')}[data-decision="approved"]`);
     const claims = await fetchRecord(sessionId);
     expect(claims).toMatchObject({
       decision: 'approved',
-      evidence: { faceMatch: { decision: 'match' }, liveness: { outcome: 'passed', challenges: 3 } },
+      evidence: { faceMatch: { decision: 'match' }, liveness: { outcome: 'passed', challenges: 3 }, document: { captured: true } },
     });
     const types = (await server.app.ledger.entriesOf(sessionId)).map((e) => e.type);
-    expect(types).toEqual(expect.arrayContaining(['identity.reference_photo', 'identity.match_summary', 'identity.liveness_challenge', 'identity.liveness_result', 'identity.decision_snapshot', 'record.issued']));
+    expect(types).toEqual(
+      expect.arrayContaining([
+        'identity.reference_photo',
+        'identity.match_summary',
+        'identity.liveness_challenge',
+        'identity.liveness_result',
+        'identity.document_capture',
+        'identity.decision_snapshot',
+        'record.issued',
+      ]),
+    );
     await customer.click(tid('hangup'));
   });
 

@@ -4,7 +4,11 @@
  * a still picture failing the liveness challenges, another person not matching, the approval
  * blockers, the record's evidence summary, and what ends up in the signed evidence.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlobStore } from '../../../src/identity/blobs.ts';
 import { CallIdentity, CallIdentityError, type IdentityReport, type LivenessView } from '../../../src/identity/call-identity.ts';
 import { FaceEngine } from '../../../src/identity/engine.ts';
 import { IDENTITY_EVIDENCE } from '../../../src/identity/evidence.ts';
@@ -20,6 +24,8 @@ const settings = { match: DEFAULT_MATCH_CONFIG, frameRate: 2, challengeFrameRate
 
 let engine: FaceEngine;
 let evidence: TestEvidence;
+let blobDir: string;
+let blobs: BlobStore;
 const crops = new Map<string, RgbImage>();
 let reference: ReferencePhoto;
 
@@ -36,20 +42,23 @@ function crop(id: string): RgbImage {
 beforeAll(async () => {
   engine = await FaceEngine.start({ workers: 1 });
   evidence = await openTestEvidence();
+  blobDir = mkdtempSync(path.join(os.tmpdir(), 'vt-blobs-'));
+  blobs = new BlobStore(blobDir);
   reference = await extractReference(engine, encodeJpeg(crop('s1f1'), 92));
 });
 
 afterAll(async () => {
   await engine?.close();
   await evidence?.close();
+  if (blobDir) rmSync(blobDir, { recursive: true, force: true });
 });
 
-/** 640×480: two different people side by side, each 280 px wide. */
-function twoFaceFrame(left: RgbImage, right: RgbImage): RgbImage {
+/** 640×480: two faces side by side, `leftWidth` and `rightWidth` px wide. */
+function twoFaceFrame(left: RgbImage, right: RgbImage, leftWidth = 280, rightWidth = 280): RgbImage {
   const w = 640;
   const h = 480;
   const data = new Uint8Array(w * h * 3).fill(128);
-  for (const [img, x0] of [[scale(left, 280 / left.width), 30], [scale(right, 280 / right.width), 330]] as const) {
+  for (const [img, x0] of [[scale(left, leftWidth / left.width), 30], [scale(right, rightWidth / right.width), 330]] as const) {
     const y0 = Math.round((h - img.height) / 2);
     for (let y = 0; y < img.height; y++) {
       const row = (y0 + y) * w;
@@ -69,6 +78,7 @@ function harness(sessionId: string) {
     reference: reference.descriptor,
     engine,
     evidence: evidence.sink,
+    blobs,
     settings,
     setFrameRate: (fps) => rates.push(fps),
     log,
@@ -139,6 +149,29 @@ describe('the identity checks of a call', () => {
     expect(h.identity.snapshot().blockers).toEqual(expect.arrayContaining(['no_match_decision', 'liveness_not_passed']));
     expect(h.identity.summary().faceMatch).toMatchObject({ decision: 'no_match' });
     await h.identity.close();
+  });
+
+  it('captures the ID document from its own frame: the portrait on it matches the ID photo and the live face', async () => {
+    const h = harness('session-document');
+    await expect(h.identity.captureDocument('t-alice', { hologram: true, personalisation: true, material: true, securityPrint: true })).rejects.toMatchObject({
+      code: 'invalid_state',
+    });
+    await h.frames(crop('s1f1'), 8);
+    // The customer holds their ID card up: their face, and beside it the card's smaller portrait of them.
+    const holding = twoFaceFrame(crop('s1f1'), crop('s1f1'), 280, 170);
+    h.clock.now += 500;
+    const before = h.reports.length;
+    h.identity.onFrame({ rgb: holding.data, width: holding.width, height: holding.height, ts: h.clock.now });
+    await expect.poll(() => h.reports.length, { timeout: 10_000, interval: 10 }).toBeGreaterThan(before);
+    const capture = await h.identity.captureDocument('t-alice', { hologram: true, personalisation: true, material: false, securityPrint: true });
+    expect(capture.faceCount).toBe(2);
+    expect(capture.documentFace).toMatchObject({ matchesReference: true, matchesLive: true });
+    expect(await blobs.has(capture.sha256)).toBe(true);
+    expect(h.identity.summary().document).toEqual({ captured: true, type: 'id_document', imageSha256: capture.sha256 });
+    await h.identity.close();
+    const entry = evidence.entries('session-document').find((e) => e.type === IDENTITY_EVIDENCE.documentCapture)!;
+    expect(entry.actor).toBe('t-alice');
+    expect(entry.payload).toMatchObject({ imageSha256: capture.sha256, faceCount: 2, checklist: { material: false }, documentFace: { matchesReference: true } });
   });
 
   it('flags two faces in the picture and tells the customer', async () => {
