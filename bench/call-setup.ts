@@ -1,8 +1,9 @@
 /**
  * Call-setup benchmark: how long from the customer pressing "join" to the first decoded frame of
- * the other side's video, on each side, over a series of real calls through the real server
- * (its own process, as `npm start` runs it) and Debian's Chromium with a fake camera; and whether
- * the server's memory grows per call.
+ * the other side's video, on each side, and to the server's first face-match decision, over a
+ * series of real calls through the real server (its own process, as `npm start` runs it) and
+ * Debian's Chromium with a fake camera playing a real face whose ID photo every session carries;
+ * and whether the server's memory grows per call.
  *
  *   node --import tsx bench/call-setup.ts
  *
@@ -20,7 +21,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { buildPages, callStats, launchChromium, makeFaceY4m, repoRoot, tempDir } from '../test/e2e/browser.ts';
+import { buildPages, callStats, launchChromium, repoRoot, tempDir } from '../test/e2e/browser.ts';
+import { makeLivenessVideos } from '../test/e2e/fixtures/liveness-videos.ts';
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 20);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
@@ -33,6 +35,9 @@ interface CallTimes {
   accepted: number;
   customerFirstFrame: number;
   tellerFirstFrame: number;
+  /** The server's first analysed frame, and its first 'match' decision, as the teller console received them. */
+  firstAnalysis: number;
+  firstMatch: number;
 }
 
 async function freePort(): Promise<number> {
@@ -59,6 +64,7 @@ async function startServer(dataDir: string): Promise<{ url: string; proc: ChildP
       LOG_LEVEL: 'warn',
       WRAP_UP_MS: '0',
       MEDIA_WORKERS: '1',
+      IDENTITY_WORKERS: '1',
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -105,13 +111,13 @@ async function firstFrameAt(page: Page, since: number, timeoutMs = 30_000): Prom
   throw new Error('no decoded frame within 30 s');
 }
 
-async function oneCall(browser: Browser, url: string, teller: Page): Promise<CallTimes> {
+async function oneCall(browser: Browser, url: string, teller: Page, referencePhoto: Buffer): Promise<CallTimes> {
   const res = await fetch(`${url}/api/sessions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
-    body: JSON.stringify({ businessType: 'consultation', language: 'en', priority: 0, customerRef: 'BENCH-1' }),
+    body: JSON.stringify({ businessType: 'consultation', language: 'en', priority: 0, customerRef: 'BENCH-1', referencePhoto: referencePhoto.toString('base64') }),
   });
-  if (res.status !== 201) throw new Error(`POST /api/sessions: ${res.status}`);
+  if (res.status !== 201) throw new Error(`POST /api/sessions: ${res.status} ${await res.text()}`);
   const { joinUrl } = (await res.json()) as { joinUrl: string };
   const context: BrowserContext = await browser.newContext({ viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
   try {
@@ -128,10 +134,14 @@ async function oneCall(browser: Browser, url: string, teller: Page): Promise<Cal
     await teller.click(tid('accept'));
     const accepted = Date.now() - t0;
     const [customerFirstFrame, tellerFirstFrame] = await Promise.all([firstFrameAt(customer, t0), firstFrameAt(teller, t0)]);
+    await teller.waitForSelector(`${tid('identity')}[data-first-match-at]`, { state: 'attached', timeout: 30_000 });
+    const stamps = await teller.$eval(tid('identity'), (el) => [Number((el as HTMLElement).dataset.firstReportAt), Number((el as HTMLElement).dataset.firstMatchAt)]);
+    const firstAnalysis = stamps[0]! - t0;
+    const firstMatch = stamps[1]! - t0;
 
     await customer.click(tid('hangup'));
     await teller.waitForSelector(tid('call-ended'), { state: 'visible' });
-    return { offer, accepted, customerFirstFrame, tellerFirstFrame };
+    return { offer, accepted, customerFirstFrame, tellerFirstFrame, firstAnalysis, firstMatch };
   } finally {
     await context.close();
   }
@@ -144,7 +154,11 @@ function percentile(values: number[], p: number): number {
 
 async function main(): Promise<void> {
   const work = tempDir('vt-bench-call-');
-  const y4m = makeFaceY4m(work);
+  // A real face (the still video of the liveness tests) and its ID photo, so every call also runs
+  // the server's identity checks as a real call with a registered photo does.
+  const videos = makeLivenessVideos();
+  const y4m = videos.still;
+  const referencePhoto = readFileSync(videos.reference);
   await buildPages();
   const { url, proc } = await startServer(path.join(work, 'data'));
   let browser: Browser | undefined;
@@ -162,12 +176,12 @@ async function main(): Promise<void> {
     await teller.waitForSelector(`${tid('teller-state')}[data-state="available"]`);
 
     const rssStart = serverRss(proc.pid!);
-    for (let i = 0; i < WARMUP; i++) await oneCall(browser, url, teller);
+    for (let i = 0; i < WARMUP; i++) await oneCall(browser, url, teller, referencePhoto);
     await sleep(1000);
     const rssWarm = serverRss(proc.pid!);
     const calls: CallTimes[] = [];
     for (let i = 0; i < CALLS; i++) {
-      calls.push(await oneCall(browser, url, teller));
+      calls.push(await oneCall(browser, url, teller, referencePhoto));
       process.stderr.write(`\rcall ${i + 1}/${CALLS}`);
     }
     process.stderr.write('\n');
@@ -185,6 +199,9 @@ async function main(): Promise<void> {
     row('join → first remote frame, teller side', calls.map((c) => c.tellerFirstFrame));
     row('join → first frames on both sides', both);
     row('accept → first frames on both sides (media)', media);
+    row('join → first frame analysed by the server', calls.map((c) => c.firstAnalysis));
+    row('join → first face-match decision (match)', calls.map((c) => c.firstMatch));
+    row('first analysed frame → first match decision', calls.map((c) => c.firstMatch - c.firstAnalysis));
     console.log(
       `ratio: media set-up / join-to-both-frames  p50 ${(percentile(media, 50) / percentile(both, 50)).toFixed(2)}` +
         `   p95/p50 of join-to-both-frames ${(percentile(both, 95) / percentile(both, 50)).toFixed(2)}`,

@@ -427,7 +427,10 @@ let scoreSeries: { t: number; s: number | null }[] = [];
 
 function resetIdentity(): void {
   scoreSeries = [];
-  byTestId('identity').hidden = false;
+  const panel = byTestId('identity');
+  panel.hidden = false;
+  delete panel.dataset.firstReportAt;
+  delete panel.dataset.firstMatchAt;
   setText(byTestId('identity-status'), 'Waiting for the customer’s video…');
   const decision = byTestId('match-decision');
   decision.dataset.decision = '';
@@ -443,6 +446,10 @@ function resetIdentity(): void {
 }
 
 function showIdentityReport(r: IdentityReport): void {
+  // When the first analysis and the first match arrived (bench/call-setup reads these).
+  const panel = byTestId('identity');
+  panel.dataset.firstReportAt ??= String(Date.now());
+  if (r.decision === 'match') panel.dataset.firstMatchAt ??= String(Date.now());
   scoreSeries.push({ t: r.t, s: r.similarity });
   if (scoreSeries.length > 600) scoreSeries.shift();
   const decision = byTestId('match-decision');
