@@ -1,3 +1,4 @@
+import { SCOPE_BUSINESS_TYPES } from '../src/auth/staff-directory.ts';
 import type { StaffIdentity } from '../src/auth/staff-tokens.ts';
 import type { EvidenceSink } from '../src/evidence.ts';
 import type { CallIdentity } from '../src/identity/call-identity.ts';
@@ -29,6 +30,10 @@ export interface DecisionDeps {
  */
 export async function decideCall(deps: DecisionDeps, staff: StaffIdentity, sessionId: string, msg: DecideMessage): Promise<DecisionResult> {
   const session = await deps.router.decide(sessionId, staff.id, `decision_${msg.decision}`, async (s) => {
+    const scope = staff.approvalScope ?? 'consult_only';
+    if (msg.decision === 'approved' && !SCOPE_BUSINESS_TYPES[scope].includes(s.businessType)) {
+      throw new SignalingError('forbidden', `your approval scope (${scope}) does not cover ${s.businessType}: reject, or hand the customer to a colleague who may approve it`);
+    }
     const identity = deps.identityOf(s.id);
     if (msg.decision === 'approved' && s.reference) {
       // The server's own checks must hold: a match, adequate picture, liveness passed. A rejection
@@ -52,6 +57,7 @@ export async function decideCall(deps: DecisionDeps, staff: StaffIdentity, sessi
       customerRef: s.customerRef,
       businessType: s.businessType,
       tellerId: staff.id,
+      tellerScope: scope,
       evidence,
     });
     const { claims, kid: _kid, ...bundle } = record;

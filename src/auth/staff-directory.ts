@@ -10,6 +10,19 @@ export const STAFF_ROLES = ['teller', 'supervisor', 'compliance'] as const;
 export const staffRoleSchema = z.enum(STAFF_ROLES);
 export type StaffRole = z.infer<typeof staffRoleSchema>;
 
+/**
+ * What a teller may approve (business scopes; a rejection is always allowed). The server enforces
+ * it at the decision, not only the console. Unset in the directory: the narrowest.
+ */
+export const APPROVAL_SCOPES = ['consult_only', 'account_queries', 'full_service'] as const;
+export const approvalScopeSchema = z.enum(APPROVAL_SCOPES);
+export type ApprovalScope = z.infer<typeof approvalScopeSchema>;
+export const SCOPE_BUSINESS_TYPES: Readonly<Record<ApprovalScope, readonly z.infer<typeof businessTypeSchema>[]>> = {
+  consult_only: ['consultation'],
+  account_queries: ['consultation', 'wealth_product'],
+  full_service: ['consultation', 'wealth_product', 'corporate_account_opening'],
+};
+
 export const staffSkillsSchema = z.object({
   businessTypes: z.array(businessTypeSchema).default([]),
   languages: z.array(languageSchema).default([]),
@@ -24,6 +37,7 @@ const staffMemberSchema = z
     role: staffRoleSchema,
     passwordHash: z.string().regex(PASSWORD_HASH_PATTERN, 'expected scrypt$N$r$p$salt$hash'),
     skills: staffSkillsSchema.default({ businessTypes: [], languages: [] }),
+    approvalScope: approvalScopeSchema.default('consult_only'),
   })
   .strict();
 export type StaffMember = z.infer<typeof staffMemberSchema>;

@@ -1,6 +1,6 @@
 import { jwtVerify, SignJWT, errors as joseErrors } from 'jose';
 import { z } from 'zod';
-import { staffRoleSchema, staffSkillsSchema, type PublicStaff } from './staff-directory.ts';
+import { approvalScopeSchema, staffRoleSchema, staffSkillsSchema, type ApprovalScope, type PublicStaff } from './staff-directory.ts';
 
 const ISSUER = 'videoteller';
 const AUDIENCE = 'videoteller-staff';
@@ -10,6 +10,8 @@ const claimsSchema = z.object({
   name: z.string(),
   role: staffRoleSchema,
   skills: staffSkillsSchema,
+  // Tokens issued before scopes existed carry none: the narrowest applies.
+  scope: approvalScopeSchema.default('consult_only'),
 });
 
 export interface StaffIdentity {
@@ -17,6 +19,8 @@ export interface StaffIdentity {
   displayName: string;
   role: z.infer<typeof staffRoleSchema>;
   skills: z.infer<typeof staffSkillsSchema>;
+  /** What this teller may approve; absent means the narrowest scope. */
+  approvalScope?: ApprovalScope;
 }
 
 export type StaffTokenError = 'token_invalid' | 'token_expired';
@@ -28,9 +32,9 @@ export class StaffTokens {
     this.key = new TextEncoder().encode(secret);
   }
 
-  async issue(staff: PublicStaff): Promise<{ token: string; expiresAt: number }> {
+  async issue(staff: Omit<PublicStaff, 'approvalScope'> & { approvalScope?: ApprovalScope }): Promise<{ token: string; expiresAt: number }> {
     const expiresAt = Math.floor(Date.now() / 1000) + this.ttlS;
-    const token = await new SignJWT({ name: staff.displayName, role: staff.role, skills: staff.skills })
+    const token = await new SignJWT({ name: staff.displayName, role: staff.role, skills: staff.skills, scope: staff.approvalScope ?? 'consult_only' })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setSubject(staff.id)
       .setIssuer(ISSUER)
@@ -46,8 +50,8 @@ export class StaffTokens {
       const { payload } = await jwtVerify(token, this.key, { issuer: ISSUER, audience: AUDIENCE, algorithms: ['HS256'] });
       const claims = claimsSchema.safeParse(payload);
       if (!claims.success) return { ok: false, error: 'token_invalid' };
-      const { sub, name, role, skills } = claims.data;
-      return { ok: true, staff: { id: sub, displayName: name, role, skills } };
+      const { sub, name, role, skills, scope } = claims.data;
+      return { ok: true, staff: { id: sub, displayName: name, role, skills, approvalScope: scope } };
     } catch (err) {
       return { ok: false, error: err instanceof joseErrors.JWTExpired ? 'token_expired' : 'token_invalid' };
     }

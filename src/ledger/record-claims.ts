@@ -53,6 +53,8 @@ export const recordInputSchema = z
     customerRef: id,
     businessType: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/),
     tellerId: id,
+    /** The approving teller's business scope (consult_only, account_queries, full_service). */
+    tellerScope: z.string().regex(/^[a-z][a-z_]{0,31}$/).optional(),
     /** The supervisor who co-signed, when dual control applied. */
     supervisorId: id.optional(),
     evidence: evidenceSummarySchema,

@@ -24,12 +24,15 @@ async function api(path: string): Promise<Response> {
   return fetch(`${server.url}${path}`, { headers: { 'x-api-key': server.apiKey } });
 }
 
-/** A teller (alice) in a call with a new customer. */
-async function callInProgress(): Promise<{ teller: Client; customer: Client; sessionId: string }> {
-  const teller = clients.open('/teller', await loginStaff(server.url, 'alice', 'alice-demo-pass'));
+/** A teller (alice unless told) in a call with a new customer. */
+async function callInProgress(
+  who: [string, string] = ['alice', 'alice-demo-pass'],
+  body?: Record<string, unknown>,
+): Promise<{ teller: Client; customer: Client; sessionId: string }> {
+  const teller = clients.open('/teller', await loginStaff(server.url, ...who));
   expect(await outcome(teller)).toEqual({ connected: true });
   await request(teller, 'teller:availability', { status: 'available' });
-  const { customerToken, sessionId } = await createSession(server);
+  const { customerToken, sessionId } = await createSession(server, body);
   const customer = clients.open('/customer', customerToken);
   expect(await outcome(customer)).toEqual({ connected: true });
   const offered = next(teller, 'offer:new');
@@ -102,6 +105,24 @@ describe('deciding a call issues a verification record', () => {
     expect(await request(teller, 'call:hangup', {})).toMatchObject({ ok: true, data: { state: 'ended' } });
     await ended;
     expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(200);
+  });
+
+  it('enforces the teller\'s approval scope on the server: dana (account_queries) may reject but not approve a corporate account opening', async () => {
+    const corporate = await callInProgress(['dana', 'dana-demo-pass']);
+    const refused = await request(corporate.teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' });
+    expect(refused).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect((refused as { error: { message: string } }).error.message).toMatch(/account_queries.*corporate_account_opening/);
+    expect((await api(`/api/sessions/${corporate.sessionId}/record`)).status).toBe(409);
+    expect(await request(corporate.teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'needs a full-service teller' })).toMatchObject({ ok: true });
+    await request(corporate.teller, 'call:hangup', {});
+    clients.closeAll();
+
+    const wealth = await callInProgress(['dana', 'dana-demo-pass'], { businessType: 'wealth_product', language: 'en', priority: 0, customerRef: 'CUST-W' });
+    expect(await request(wealth.teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: true });
+    const record = (await (await api(`/api/sessions/${wealth.sessionId}/record`)).json()) as { jws: string };
+    const jwks = await (await fetch(`${server.url}/.well-known/jwks.json`)).json();
+    const { payload } = await jwtVerify(record.jws, createLocalJWKSet(jwks));
+    expect(payload).toMatchObject({ decision: 'approved', businessType: 'wealth_product', tellerId: 't-dana', tellerScope: 'account_queries' });
   });
 
   it('refuses a decision outside a call, and a record to another bank system', async () => {

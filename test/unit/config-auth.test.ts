@@ -68,7 +68,10 @@ describe('tokens and keys', () => {
     const tokens = new StaffTokens('a'.repeat(32), 60);
     const staff = { id: 't-1', displayName: 'T', role: 'teller' as const, skills: { businessTypes: ['consultation' as const], languages: ['en'] } };
     const { token } = await tokens.issue(staff);
-    expect(await tokens.verify(token)).toEqual({ ok: true, staff });
+    // A staff member issued without a scope gets the narrowest one.
+    expect(await tokens.verify(token)).toEqual({ ok: true, staff: { ...staff, approvalScope: 'consult_only' } });
+    const scoped = await tokens.issue({ ...staff, approvalScope: 'full_service' });
+    expect(await tokens.verify(scoped.token)).toMatchObject({ ok: true, staff: { approvalScope: 'full_service' } });
     expect(await new StaffTokens('b'.repeat(32), 60).verify(token)).toEqual({ ok: false, error: 'token_invalid' });
     const expired = await new StaffTokens('a'.repeat(32), -10).issue(staff);
     expect(await tokens.verify(expired.token)).toEqual({ ok: false, error: 'token_expired' });
