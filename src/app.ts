@@ -14,6 +14,7 @@ import { StaffTokens } from './auth/staff-tokens.ts';
 import type { Config } from './config.ts';
 import type { EvidenceSink } from './evidence.ts';
 import { authRoutes } from './http/auth.ts';
+import { authorizationRoutes, loadPolicy } from './http/authorizations.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { referencePhotoRoutes, uploadLimits } from './http/reference-photo.ts';
@@ -59,6 +60,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   if (!config.API_KEYS) log.warn('API_KEYS not set: the demo API key is accepted');
   const apiKeys = new ApiKeys(config.API_KEYS ?? DEMO_API_KEY);
   const staffTokens = new StaffTokens(config.JWT_SECRET ?? localSecret(config.DATA_DIR, 'jwt-secret', log), config.STAFF_TOKEN_TTL_S);
+  const policy = loadPolicy(config.POLICY_FILE);
 
   const ledger = await openServerLedger(config, log.child({ part: 'ledger' }));
   const evidence = ledger.evidence;
@@ -114,6 +116,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   });
   await http.register(referencePhotoRoutes, { store, evidence, apiKeys, identity, limits: uploadLimits(config) });
   await ledger.registerRoutes(http, staffTokens);
+  await http.register(authorizationRoutes, { apiKeys, ledger, policy });
   if (existsSync(CLIENT_DIST)) {
     await http.register(fastifyStatic, { root: CLIENT_DIST, prefix: '/', index: ['index.html'], redirect: true });
   } else {

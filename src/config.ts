@@ -54,6 +54,8 @@ export const configSchema = z.object({
   LEDGER_ORIGIN: z.string().min(1).default('videoteller.local/ledger'),
   CHECKPOINT_INTERVAL_MS: int(10, 3_600_000).default(1000),
   RECORD_TTL_S: int(60, 10 * 365 * 86_400).default(30 * 86_400),
+  /** Transaction authorization policy (YAML or JSON, src/authorization/policy.ts). Unset: config/policy.yaml. */
+  POLICY_FILE: z.string().min(1).optional(),
 
   /** Identity checks during the call (src/identity/config.ts documents each). */
   ...identityConfigSchema.shape,
