@@ -81,6 +81,7 @@ describe('POST /api/auth/login', () => {
       displayName: 'Alice Teller',
       role: 'teller',
       skills: { businessTypes: ['corporate_account_opening', 'wealth_product', 'consultation'], languages: ['en', 'de'] },
+      approvalScope: 'full_service',
     });
     expect(JSON.stringify(res.body)).not.toContain('scrypt');
   });
