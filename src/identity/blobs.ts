@@ -6,10 +6,14 @@
  * - A put is atomic and durable before it resolves: written to a temporary file in the target
  *   folder (mode 0600), fsync'd, renamed into place, and the folder fsync'd.
  * - Identical content is stored once; putting it again is a no-op.
+ * - `putFile` stores a file of any size (a call recording) without reading it into memory: it is
+ *   hashed while it is copied, in chunks, into a temporary file in `blobs/` and renamed into place
+ *   once the digest is known.
  * - Reads verify the digest, so a damaged file is reported, never served as evidence.
  * - Nothing here logs content.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
@@ -87,6 +91,53 @@ export class BlobStore {
     }
     await fsyncDir(dir);
     return { sha256, size: bytes.length, path: file, created: true };
+  }
+
+  /**
+   * Stores the content of the file at `source` (which is left as it is), streaming: chunks are
+   * hashed and written to a temporary file (mode 0600) in `blobs/` as they are read, so memory
+   * stays bounded whatever the size. The copy is fsync'd, renamed to its content address and the
+   * target folder fsync'd before this resolves. If the same content is already stored, the copy is
+   * discarded (`created: false`). On any error the temporary file is removed.
+   */
+  async putFile(source: string): Promise<PutResult> {
+    await this.ensureDirs(this.root);
+    const tmp = path.join(this.root, `.incoming.${randomBytes(8).toString('hex')}.tmp`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const h = await fs.open(tmp, 'wx', 0o600);
+    try {
+      for await (const chunk of createReadStream(source, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        size += chunk.length;
+        for (let off = 0; off < chunk.length; ) {
+          const { bytesWritten } = await h.write(chunk, off, chunk.length - off);
+          off += bytesWritten;
+        }
+      }
+      await h.sync();
+    } catch (err) {
+      await h.close().catch(() => undefined);
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    await h.close();
+    const sha256 = hash.digest('hex');
+    const file = this.pathFor(sha256);
+    try {
+      const existing = await fs.stat(file).catch(() => null);
+      if (existing?.isFile() && existing.size === size) {
+        await fs.rm(tmp, { force: true });
+        return { sha256, size, path: file, created: false };
+      }
+      await this.ensureDirs(path.dirname(file));
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    await fsyncDir(path.dirname(file));
+    return { sha256, size, path: file, created: true };
   }
 
   async has(sha256: string): Promise<boolean> {

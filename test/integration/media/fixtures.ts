@@ -348,3 +348,85 @@ export async function childProcesses(name: string): Promise<number[]> {
   }
   return pids;
 }
+
+// -------------------------------------------------------------------------------------------------
+// Audio fed by ffmpeg (recorder tests)
+
+let audioSsrc = 23_000_000;
+
+/**
+ * A customer or teller microphone without a browser: `ffmpeg -re` encodes a sine tone
+ * (`frequency` Hz, default 440) to Opus (libopus, 20 ms frames, as browsers send) and sends RTP
+ * into a PlainTransport producer on `router` (comedia, like startVideoFeed). Same controls as a
+ * VideoFeed.
+ */
+export async function startAudioFeed(router: ms.Router, opts: { frequency?: number; send?: boolean } = {}): Promise<VideoFeed> {
+  const payloadType = 100;
+  const transport = await router.createPlainTransport({ listenInfo: { protocol: 'udp', ip: '127.0.0.1' }, rtcpMux: false, comedia: true });
+  const ssrc = audioSsrc++;
+  const producer = await transport.produce({
+    kind: 'audio',
+    rtpParameters: {
+      codecs: [{ mimeType: 'audio/opus', payloadType, clockRate: 48000, channels: 2, parameters: { minptime: 10, useinbandfec: 1 } }],
+      encodings: [{ ssrc }],
+    },
+  });
+  const src = await findFreeUdpPortPair('127.0.0.1');
+  const args = [
+    '-hide_banner', '-nostdin', '-loglevel', 'error',
+    '-re', '-f', 'lavfi', '-i', `sine=frequency=${opts.frequency ?? 440}:sample_rate=48000`,
+    '-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip',
+    '-vn', '-f', 'rtp', '-payload_type', String(payloadType), '-ssrc', String(ssrc),
+    `rtp://127.0.0.1:${transport.tuple.localPort}?pkt_size=1200&rtcpport=${transport.rtcpTuple!.localPort}&localrtpport=${src.rtpPort}&localrtcpport=${src.rtcpPort}`,
+  ];
+  let sender: ChildProcess | undefined;
+  const stop = async (): Promise<void> => {
+    const child = sender;
+    sender = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const feed: VideoFeed = {
+    transport,
+    producer,
+    start() {
+      if (sender) return;
+      sender = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      sender.stderr!.resume();
+    },
+    stop,
+    freeze() {
+      sender?.kill('SIGSTOP');
+    },
+    resume() {
+      sender?.kill('SIGCONT');
+    },
+    async close() {
+      sender?.kill('SIGCONT');
+      await stop();
+      transport.close();
+    },
+    get senderPid() {
+      return sender?.pid;
+    },
+  };
+  if (opts.send !== false) feed.start();
+  return feed;
+}
+
+/** ffprobe's JSON about a media file (format and streams, or packets with `-show_entries`). */
+export async function ffprobeJson(file: string, args: string[] = ['-show_format', '-show_streams']): Promise<Record<string, any>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ffprobe', ['-v', 'error', '-of', 'json', ...args, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => (err = (err + b.toString('utf8')).slice(-2000)));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(JSON.parse(Buffer.concat(out).toString('utf8')) as Record<string, any>) : reject(new Error(`ffprobe exited with ${code}: ${err}`))));
+  });
+}

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,5 +52,37 @@ describe('BlobStore', () => {
     const r = await store.put(Buffer.from('original'));
     await fs.writeFile(r.path, 'tampered');
     await expect(store.get(r.sha256)).rejects.toMatchObject({ code: 'corrupt' });
+  });
+
+  it('putFile stores a large file by streaming: same address as put, 0600, no temporary file left, the source untouched', async () => {
+    const store = new BlobStore(dir);
+    const source = path.join(dir, 'recording.webm');
+    // 5 MiB plus an odd tail, so the copy spans several read chunks and ends mid-chunk.
+    const bytes = randomBytes(5 * 1024 * 1024 + 12345);
+    await fs.writeFile(source, bytes);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    const r = await store.putFile(source);
+    expect(r).toEqual({ sha256: sha, size: bytes.length, path: store.pathFor(sha), created: true });
+    expect((await fs.stat(r.path)).mode & 0o777).toBe(0o600);
+    // Buffer.equals: toEqual walks 5 MiB element by element (tens of seconds).
+    expect((await store.get(sha)).equals(bytes)).toBe(true);
+    expect((await fs.readFile(source)).equals(bytes)).toBe(true);
+    expect((await fs.readdir(path.join(dir, 'blobs'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+
+    // Same content again (by file or by bytes): stored once.
+    expect(await store.putFile(source)).toEqual({ ...r, created: false });
+    expect(await store.put(bytes)).toEqual({ ...r, created: false });
+    expect((await fs.readdir(path.join(dir, 'blobs'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+
+    // An empty file is content too.
+    const empty = path.join(dir, 'empty');
+    await fs.writeFile(empty, '');
+    expect((await store.putFile(empty)).sha256).toBe(createHash('sha256').digest('hex'));
+  });
+
+  it('putFile of a missing file fails and leaves nothing behind', async () => {
+    const store = new BlobStore(dir);
+    await expect(store.putFile(path.join(dir, 'nope.webm'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await fs.readdir(path.join(dir, 'blobs'))).toEqual([]);
   });
 });
