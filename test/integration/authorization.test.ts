@@ -15,8 +15,9 @@ import { authorizationClaimsSchema, AUTHORIZATION_TYP } from '../../src/authoriz
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import { issueRecord, type LedgerEntry, type RecordBundle } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/logger.ts';
-import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
-import { next, outcome, request, SocketClients } from '../helpers/socket.ts';
+import { callInProgress } from '../helpers/call.ts';
+import { createSession, startTestServer, type TestServer } from '../helpers/server.ts';
+import { next, request, SocketClients } from '../helpers/socket.ts';
 
 const TEST_POLICY = `
 version: 1
@@ -81,18 +82,12 @@ async function decidedRecord(
   decision: 'approved' | 'rejected' = 'approved',
   tellerName: 'alice' | 'bob' = 'alice',
 ): Promise<{ record: RecordBundle; sessionId: string }> {
-  const teller = sockets.open('/teller', await loginStaff(s.url, tellerName, `${tellerName}-demo-pass`));
-  expect(await outcome(teller)).toEqual({ connected: true });
-  await request(teller, 'teller:availability', { status: 'available' });
-  const { customerToken, sessionId } = await createSession(s, { businessType, language: 'en', priority: 0, customerRef: 'CUST-0001' });
-  const customer = sockets.open('/customer', customerToken);
-  expect(await outcome(customer)).toEqual({ connected: true });
-  const offered = next(teller, 'offer:new');
-  await request(customer, 'queue:join', { consent: true });
-  const offer = await offered;
-  const started = next(teller, 'call:start');
-  expect(await request(teller, 'offer:accept', { offerId: offer.offerId })).toMatchObject({ ok: true });
-  await started;
+  const { teller, customer, sessionId } = await callInProgress(sockets, s, { username: tellerName, password: `${tellerName}-demo-pass` }, {
+    businessType,
+    language: 'en',
+    priority: 0,
+    customerRef: 'CUST-0001',
+  });
   const decided = await request(teller, 'call:decide', decision === 'approved' ? { decision, reason: 'identity_verified' } : { decision, reason: 'other', note: 'customer left' });
   expect(decided).toMatchObject({ ok: true });
   const ended = next(customer, 'call:ended');

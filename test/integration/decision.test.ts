@@ -7,7 +7,8 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { verifyRecord } from '../../src/ledger/index.ts';
 import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
-import { next, outcome, request, SocketClients, type Client } from '../helpers/socket.ts';
+import { callInProgress as startCall } from '../helpers/call.ts';
+import { next, outcome, request, SocketClients } from '../helpers/socket.ts';
 
 let server: TestServer;
 const clients = new SocketClients(() => server.url);
@@ -25,23 +26,8 @@ async function api(path: string): Promise<Response> {
 }
 
 /** A teller (alice unless told) in a call with a new customer. */
-async function callInProgress(
-  who: [string, string] = ['alice', 'alice-demo-pass'],
-  body?: Record<string, unknown>,
-): Promise<{ teller: Client; customer: Client; sessionId: string }> {
-  const teller = clients.open('/teller', await loginStaff(server.url, ...who));
-  expect(await outcome(teller)).toEqual({ connected: true });
-  await request(teller, 'teller:availability', { status: 'available' });
-  const { customerToken, sessionId } = await createSession(server, body);
-  const customer = clients.open('/customer', customerToken);
-  expect(await outcome(customer)).toEqual({ connected: true });
-  const offered = next(teller, 'offer:new');
-  await request(customer, 'queue:join', { consent: true });
-  const offer = await offered;
-  const started = next(teller, 'call:start');
-  expect(await request(teller, 'offer:accept', { offerId: offer.offerId })).toMatchObject({ ok: true });
-  await started;
-  return { teller, customer, sessionId };
+function callInProgress(who: [string, string] = ['alice', 'alice-demo-pass'], body?: Record<string, unknown>) {
+  return startCall(clients, server, { username: who[0], password: who[1] }, body);
 }
 
 describe('deciding a call issues a verification record', () => {
