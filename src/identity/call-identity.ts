@@ -13,9 +13,9 @@ import type { EvidenceEntry, EvidenceSink } from '../evidence.ts';
 import type { EvidenceSummary } from '../ledger/record-claims.ts';
 import type { Logger } from '../logger.ts';
 import type { FaceEngine, Frame } from './engine.ts';
-import jpeg from 'jpeg-js';
 import type { BlobStore } from './blobs.ts';
 import { assessDocumentCapture, type DocumentCapture } from './document.ts';
+import { encodeJpeg } from './image.ts';
 import { challengeEntry, decisionSnapshotEntry, documentCaptureEntry, livenessEntry, MatchSummarizer } from './evidence.ts';
 import { CHALLENGE_TYPES, pickChallenges, type Challenge, type ChallengeResult, type ChallengeType } from './liveness.ts';
 import { CallMonitor, type FrameReport, type MonitorSnapshot } from './monitor.ts';
@@ -144,14 +144,7 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
     if (this.closed) throw new CallIdentityError('invalid_state', 'the call has ended');
     const frame = this.lastFrame;
     if (!frame) throw new CallIdentityError('invalid_state', 'no video frame from the customer yet');
-    const rgba = new Uint8Array(frame.width * frame.height * 4);
-    for (let i = 0, j = 0; i < frame.rgb.length; i += 3, j += 4) {
-      rgba[j] = frame.rgb[i]!;
-      rgba[j + 1] = frame.rgb[i + 1]!;
-      rgba[j + 2] = frame.rgb[i + 2]!;
-      rgba[j + 3] = 255;
-    }
-    const bytes = new Uint8Array(jpeg.encode({ data: rgba, width: frame.width, height: frame.height }, 92).data);
+    const bytes = new Uint8Array(encodeJpeg({ data: frame.rgb, width: frame.width, height: frame.height }, 92));
     const capture = await assessDocumentCapture(this.opts.engine, bytes, this.opts.reference, this.lastLiveDescriptor ?? null, this.opts.settings.match.threshold);
     await this.opts.blobs.put(bytes);
     await this.flushEvidence();

@@ -211,6 +211,18 @@ function readPngHeader(buf: Uint8Array): ImageHeader {
  * Checks everything that can be checked without decoding pixels: size, type, header, limits.
  * Cheap (reads a few hundred bytes); safe on the event loop.
  */
+/** Packed RGB → baseline JPEG (the server's own stills, e.g. the ID document from the frame tap). */
+export function encodeJpeg(img: RgbImage, quality = 90): Buffer {
+  const rgba = new Uint8Array(img.width * img.height * 4);
+  for (let i = 0, j = 0; i < img.data.length; i += 3, j += 4) {
+    rgba[j] = img.data[i]!;
+    rgba[j + 1] = img.data[i + 1]!;
+    rgba[j + 2] = img.data[i + 2]!;
+    rgba[j + 3] = 255;
+  }
+  return jpeg.encode({ data: rgba, width: img.width, height: img.height }, quality).data;
+}
+
 export function probeImage(buf: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): ImageHeader {
   if (buf.length === 0) throw new ImageError('empty', 'the upload is empty');
   if (buf.length > limits.maxBytes) {
