@@ -173,7 +173,8 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
         score: d.medianDistance === null ? 0 : round4(similarity(d.medianDistance, this.opts.settings.match)),
         decision: d.decision,
         threshold: this.opts.settings.match.threshold,
-        model: 'face-api 1.7.15',
+        // The library versions the workers actually run (and the live detector), as the engine reports them.
+        model: `face-api ${this.opts.engine.info.faceApi} tfjs ${this.opts.engine.info.tfjs}`.slice(0, 64),
       },
       liveness: {
         outcome: live.status === 'passed' ? 'passed' : live.status === 'failed' ? 'failed' : 'inconclusive',

@@ -128,6 +128,8 @@ describe('the identity checks of a call', () => {
     const summary = h.identity.summary();
     expect(summary).toMatchObject({ faceMatch: { decision: 'match', threshold: DEFAULT_MATCH_CONFIG.threshold }, liveness: { outcome: 'failed', challenges: 1 } });
     expect(summary.faceMatch!.score).toBeGreaterThan(0.5);
+    expect(summary.faceMatch!.model).toBe(`face-api ${engine.info.faceApi} tfjs ${engine.info.tfjs}`);
+    expect(engine.info.faceApi).toMatch(/^1\.7\./);
 
     await h.identity.recordSnapshot('t-alice');
     await h.identity.close();
