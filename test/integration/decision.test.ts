@@ -125,6 +125,23 @@ describe('deciding a call issues a verification record', () => {
     expect((await api(`/api/sessions/00000000-0000-4000-8000-000000000000/record`)).status).toBe(404);
   });
 
+  it('refuses the identity messages with typed errors when they are malformed or the check is not running', async () => {
+    const { teller, customer } = await callInProgress(); // no reference photo: no identity checks
+    const checklist = { hologram: true, personalisation: true, material: true, securityPrint: true };
+    expect(await request(teller, 'liveness:start', { now: true })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(teller, 'liveness:start', {})).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
+    expect(await request(teller, 'document:capture', {})).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(teller, 'document:capture', { checklist: { ...checklist, hologram: 'yes' } })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(teller, 'document:capture', { checklist: { ...checklist, photo: 'data:image/png;base64,AAAA' } })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request' },
+    });
+    expect(await request(teller, 'document:capture', { checklist })).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
+    // The customer cannot drive the teller's checks.
+    expect(await request(customer, 'liveness:start', {})).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(customer, 'document:capture', { checklist })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+  });
+
   it('answers a message no handler takes with a typed error instead of silence', async () => {
     const { customerToken } = await createSession(server);
     const customer = clients.open('/customer', customerToken);

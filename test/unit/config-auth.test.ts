@@ -35,6 +35,22 @@ describe('config', () => {
     expect(message).not.toContain('short-secret-value');
     expect(() => loadConfig({ RTC_MIN_PORT: '50000', RTC_MAX_PORT: '40000' })).toThrow(ConfigError);
   });
+
+  it('checks the identity and liveness settings', () => {
+    expect(loadConfig({ LIVENESS_CHALLENGE_TYPES: 'turn_left, move_closer' }).LIVENESS_CHALLENGE_TYPES).toEqual(['turn_left', 'move_closer']);
+    const bad: Record<string, string>[] = [
+      { LIVENESS_CHALLENGE_TYPES: 'turn_left,jump' },
+      { LIVENESS_CHALLENGE_TYPES: '' + ',' },
+      { LIVENESS_CHALLENGES: '1' },
+      { LIVENESS_CHALLENGE_TIMEOUT_MS: '500' },
+      { IDENTITY_FRAME_RATE: '0' },
+      { IDENTITY_CHALLENGE_FRAME_RATE: 'fast' },
+      { IDENTITY_MATCH_THRESHOLD: '3' },
+      // The rolling decision needs a majority of its window.
+      { IDENTITY_MATCH_WINDOW: '10', IDENTITY_MATCH_MIN_FRAMES: '4' },
+    ];
+    for (const env of bad) expect(() => loadConfig(env), JSON.stringify(env)).toThrow(ConfigError);
+  });
 });
 
 describe('staff directory and passwords', () => {
