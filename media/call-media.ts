@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { safeEmit } from './safe-emit.ts';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../src/logger.ts';
+import { childWithCall } from './call-logger.ts';
 import type { ConsumerOptions, MediaKind, TransportOptions } from '../signaling/protocol.ts';
 import { MediaError, toMediaError } from './errors.ts';
 import type { CallRouterAppData, MediaWorker, MediaWorkerPool } from './worker-pool.ts';
@@ -547,13 +548,4 @@ function checkRtpCapabilities(caps: unknown): void {
     caps['codecs'].every((c: unknown) => isObject(c) && typeof c['mimeType'] === 'string' && typeof c['clockRate'] === 'number') &&
     (caps['headerExtensions'] === undefined || (Array.isArray(caps['headerExtensions']) && caps['headerExtensions'].every(isObject)));
   if (!ok) throw new MediaError('bad_request', 'invalid rtpCapabilities: codecs must be an array of { mimeType, clockRate, ... }');
-}
-
-/** A child logger carrying sessionId and callId, unless the given logger already binds them. */
-function childWithCall(logger: Logger, sessionId: string, callId: string): Logger {
-  const bound = logger.bindings();
-  const extra: Record<string, string> = {};
-  if (bound['sessionId'] !== sessionId) extra['sessionId'] = sessionId;
-  if (bound['callId'] !== callId) extra['callId'] = callId;
-  return logger.child(extra);
 }

@@ -1,12 +1,13 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { safeEmit } from './safe-emit.ts';
 import { EventEmitter } from 'node:events';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../src/logger.ts';
+import { childWithCall } from './call-logger.ts';
 import type { CallMedia } from './call-media.ts';
+import { backoffDelayMs, cancellableDelay, createFfmpegTransport, exitText, ffmpegCapabilities, FfmpegChild, type CancellableDelay, type FfmpegExit } from './ffmpeg-child.ts';
+import { safeEmit } from './safe-emit.ts';
 import { buildRecvSdp, TAP_VIDEO_CODECS } from './sdp.ts';
-import { findFreeUdpPortPair, udpPortsHeldBy, type UdpPortPair } from './udp-ports.ts';
+import { findFreeUdpPortPair, type UdpPortPair } from './udp-ports.ts';
 
 /**
  * The server-side frame tap: the customer's video as the SERVER receives it (the browser could
@@ -159,15 +160,8 @@ const DEFAULTS = {
   killTimeoutMs: 2000,
 } as const;
 
-/** ffmpeg's last stderr lines kept for error messages (the rest is read and discarded). */
-const STDERR_LINES = 12;
-const STDERR_LINE_CHARS = 300;
 /** RTP packets sent to ffmpeg during a gap that prove the stream flows (a second of low-rate video is more). */
 const STALL_MIN_PACKETS = 20;
-/** Where /proc is missing, assume ffmpeg has bound its ports after this long. */
-const LISTEN_FALLBACK_MS = 500;
-
-type FfmpegProcess = ChildProcessByStdio<Writable, Readable, Readable>;
 
 interface Pipeline {
   seq: number;
@@ -176,11 +170,7 @@ interface Pipeline {
   transport?: ms.PlainTransport;
   consumer?: ms.Consumer;
   ports?: UdpPortPair;
-  child?: FfmpegProcess;
-  /** Resolves when the ffmpeg process is gone (or was never started). */
-  exited: Promise<void>;
-  spawnError?: Error;
-  stderr: string[];
+  ffmpeg?: FfmpegChild<Readable>;
   firstFrameAt?: number;
   lastDecodedAt?: number;
   lastKeyFrameRequestAt: number;
@@ -190,10 +180,6 @@ interface Pipeline {
   gapPackets?: number;
   /** A stats request for the stall check is under way. */
   statsPending?: boolean;
-  /** Set when the process ended (whatever the state). */
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
-  /** The SIGTERM/SIGKILL sequence, once started. */
-  killing?: Promise<void>;
 }
 
 /**
@@ -252,7 +238,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   private failures = 0;
   private counters = { framesEmitted: 0, framesDropped: 0, restarts: 0, keyFrameRequests: 0, lastFrameAt: undefined as number | undefined };
   private watchdog: NodeJS.Timeout | undefined;
-  private backoffWait: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
+  private backoffWait: CancellableDelay | undefined;
   private closeReason: FrameTapCloseReason | undefined;
   private closing: Promise<void> | undefined;
   /** Pipelines being built (start or restart), so close() can wait for them to unwind. */
@@ -292,7 +278,8 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     if (this.opts.restartBackoffMs.length === 0) throw new FrameTapError('bad_option', 'restartBackoffMs must not be empty');
     this.fps = this.checkRate(opts.fps ?? DEFAULTS.fps);
     this.intervalMs = 1000 / this.fps;
-    this.rtpCapabilities = tapCapabilities(opts.router);
+    // The router's VP8 and H.264, plain (see ffmpegCapabilities). Key frames are asked for by requestKeyFrame().
+    this.rtpCapabilities = ffmpegCapabilities(opts.router, TAP_VIDEO_CODECS);
   }
 
   /**
@@ -354,8 +341,8 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   }
 
   stats(): FrameTapStats {
-    const child = this.pipeline?.state === 'running' ? this.pipeline.child : undefined;
-    return { ...this.counters, fps: this.fps, pid: child?.pid };
+    const ffmpeg = this.pipeline?.state === 'running' ? this.pipeline.ffmpeg : undefined;
+    return { ...this.counters, fps: this.fps, pid: ffmpeg?.pid };
   }
 
   /** The running ffmpeg's pid (for tests and diagnostics). */
@@ -366,8 +353,8 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   /** Where the running pipeline is (for tests and diagnostics): ffmpeg's pid and ports, the transport on the router. */
   get endpoint(): { pid: number; rtpPort: number; rtcpPort: number; transportId: string; transportPort: number } | undefined {
     const p = this.pipeline;
-    if (!p || p.state !== 'running' || !p.child?.pid || !p.ports || !p.transport) return undefined;
-    return { pid: p.child.pid, ...p.ports, transportId: p.transport.id, transportPort: p.transport.tuple.localPort };
+    if (!p || p.state !== 'running' || !p.ffmpeg?.pid || !p.ports || !p.transport) return undefined;
+    return { pid: p.ffmpeg.pid, ...p.ports, transportId: p.transport.id, transportPort: p.transport.tuple.localPort };
   }
 
   get closed(): boolean {
@@ -382,10 +369,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     if (this.closing) return this.closing;
     this.closeReason = reason;
     if (this.watchdog) clearInterval(this.watchdog);
-    if (this.backoffWait) {
-      clearTimeout(this.backoffWait.timer);
-      this.backoffWait.resolve();
-    }
+    this.backoffWait?.cancel();
     this.producer.observer.off('close', this.onProducerClose);
     this.router.observer.off('close', this.onRouterClose);
     const p = this.pipeline;
@@ -429,14 +413,11 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     if (this.failures > this.opts.maxRestarts) {
       throw new FrameTapError('ffmpeg_failed', `the frame tap failed ${this.failures} times in a row; last: ${reason}`);
     }
-    const delays = this.opts.restartBackoffMs;
-    const delayMs = delays[Math.min(this.failures - 1, delays.length - 1)]!;
+    const delayMs = backoffDelayMs(this.opts.restartBackoffMs, this.failures);
     this.log.warn({ failures: this.failures, maxRestarts: this.opts.maxRestarts, delayMs, reason }, 'frame tap restarting');
     this.safeEmit('restart', { failures: this.failures, delayMs, reason });
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delayMs);
-      this.backoffWait = { timer, resolve };
-    });
+    this.backoffWait = cancellableDelay(delayMs);
+    await this.backoffWait.done;
     this.backoffWait = undefined;
   }
 
@@ -446,21 +427,13 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
    * ports: connect, resume, ask for a key frame. Any failure tears the whole pipeline down.
    */
   private async launch(): Promise<void> {
-    const p: Pipeline = { seq: ++this.seq, state: 'starting', startedAt: Date.now(), exited: Promise.resolve(), stderr: [], lastKeyFrameRequestAt: 0 };
+    const p: Pipeline = { seq: ++this.seq, state: 'starting', startedAt: Date.now(), lastKeyFrameRequestAt: 0 };
     this.pipeline = p;
     const live = () => {
       if (this.closeReason || p.state === 'retired') throw new FrameTapError('closed', 'the frame tap was closed');
     };
     try {
-      // rtcpMux false: ffmpeg's RTP input always binds RTCP on rtpPort + 1 (even with a=rtcp-mux in
-      // the SDP; checked with 5.1), so mediasoup's sender reports go to the socket ffmpeg reads
-      // RTCP on instead of being mixed into the RTP port. Costs one more loopback port.
-      p.transport = await this.router.createPlainTransport({
-        listenInfo: { protocol: 'udp', ip: '127.0.0.1' },
-        rtcpMux: false,
-        comedia: false,
-        appData: { frameTap: true, callId: this.callId },
-      });
+      p.transport = await createFfmpegTransport(this.router, { frameTap: true, callId: this.callId });
       live();
       p.consumer = await p.transport.consume({ producerId: this.producer.id, rtpCapabilities: this.rtpCapabilities, paused: true, appData: { frameTap: true } });
       live();
@@ -468,30 +441,24 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
       live();
       const codec = p.consumer.rtpParameters.codecs[0]!;
       const sdp = buildRecvSdp({ rtpPort: p.ports.rtpPort, codec, name: `frame tap ${this.callId}` });
-      const child = this.spawnFfmpeg(p);
-      await new Promise<void>((resolve) => {
-        child.once('spawn', resolve);
-        child.once('error', () => resolve());
+      const ffmpeg = this.spawnFfmpeg(p);
+      await ffmpeg.listen(this.opts.ffmpegPath, {
+        sdp,
+        ports: [p.ports.rtpPort, p.ports.rtcpPort],
+        timeoutMs: this.opts.listenTimeoutMs,
+        stopped: () => p.state === 'retired' || this.closeReason !== undefined,
+        error: (code, message, options) => new FrameTapError(code, message, options),
       });
-      if (p.spawnError) {
-        const code = (p.spawnError as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'EACCES') {
-          throw new FrameTapError('ffmpeg_missing', `cannot run ${this.opts.ffmpegPath}: ${code}`, { cause: p.spawnError });
-        }
-        throw new FrameTapError('ffmpeg_failed', `cannot start ${this.opts.ffmpegPath}: ${p.spawnError.message}`, { cause: p.spawnError });
-      }
-      child.stdin.end(sdp);
-      await this.waitListening(p, child);
       live();
       await p.transport.connect({ ip: '127.0.0.1', port: p.ports.rtpPort, rtcpPort: p.ports.rtcpPort });
       live();
       await p.consumer.resume();
       live();
-      if (p.exit) throw new FrameTapError('ffmpeg_failed', `ffmpeg exited while starting (${exitText(p.exit.code, p.exit.signal)}): ${tail(p.stderr)}`);
+      if (ffmpeg.exit) throw new FrameTapError('ffmpeg_failed', `ffmpeg exited while starting (${exitText(ffmpeg.exit.code, ffmpeg.exit.signal)}): ${ffmpeg.tail()}`);
       p.state = 'running';
       p.runningAt = Date.now();
       this.log.info(
-        { pid: child.pid, rtpPort: p.ports.rtpPort, transportId: p.transport.id, consumerId: p.consumer.id, codec: codec.mimeType, pipeline: p.seq },
+        { pid: ffmpeg.pid, rtpPort: p.ports.rtpPort, transportId: p.transport.id, consumerId: p.consumer.id, codec: codec.mimeType, pipeline: p.seq },
         'frame tap running',
       );
       this.requestKeyFrame(p, 'start');
@@ -501,69 +468,18 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
     }
   }
 
-  private spawnFfmpeg(p: Pipeline): FfmpegProcess {
-    const child = spawn(this.opts.ffmpegPath, ffmpegArgs(this.width, this.height, this.maxFps), {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      windowsHide: true,
-    });
-    p.child = child;
-    child.stdin.on('error', () => undefined); // EPIPE if ffmpeg died before reading the SDP; its exit is reported
-    p.exited = new Promise<void>((resolve) => {
-      child.once('close', () => resolve());
-      child.once('error', (err) => {
-        p.spawnError ??= err;
-        if (child.pid === undefined) resolve(); // never started: no 'close' to wait for
-      });
-    });
+  private spawnFfmpeg(p: Pipeline): FfmpegChild<Readable> {
+    const ffmpeg = new FfmpegChild<Readable>(this.opts.ffmpegPath, ffmpegArgs(this.width, this.height, this.maxFps), 'pipe', (exit) => this.onExit(p, exit));
+    p.ffmpeg = ffmpeg;
     const assembler = new FrameAssembler(this.width * this.height * 3, (rgb) => this.onDecoded(p, rgb));
-    child.stdout.on('data', (chunk: Buffer) => {
+    ffmpeg.process.stdout.on('data', (chunk: Buffer) => {
       if (p.state !== 'retired') assembler.push(chunk);
     });
-    // Always drained (a full stderr pipe would block ffmpeg); only the last lines are kept.
-    let partial = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (text: string) => {
-      const lines = (partial + text).split(/[\r\n]+/);
-      partial = (lines.pop() ?? '').slice(-STDERR_LINE_CHARS);
-      for (const line of lines) if (line.trim()) keepLast(p.stderr, line.slice(0, STDERR_LINE_CHARS), STDERR_LINES);
-    });
-    child.stderr.on('end', () => {
-      if (partial.trim()) keepLast(p.stderr, partial, STDERR_LINES);
-    });
-    child.once('close', (code, signal) => this.onExit(p, code, signal));
-    return child;
-  }
-
-  /**
-   * Waits until ffmpeg holds both its ports. Resuming the consumer earlier would send the first
-   * packets (the key frame mediasoup waits for) into a closed port, and the next key frame may be
-   * seconds away.
-   */
-  private async waitListening(p: Pipeline, child: FfmpegProcess): Promise<void> {
-    const ports = [p.ports!.rtpPort, p.ports!.rtcpPort];
-    const deadline = Date.now() + this.opts.listenTimeoutMs;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null || p.spawnError) {
-        await p.exited;
-        throw new FrameTapError('ffmpeg_failed', `ffmpeg exited before listening (${exitText(child.exitCode, child.signalCode)}): ${tail(p.stderr)}`);
-      }
-      if (p.state === 'retired' || this.closeReason) return;
-      const held = await udpPortsHeldBy(child.pid!, ports);
-      if (held === true) return;
-      if (held === undefined) {
-        await delay(LISTEN_FALLBACK_MS);
-        return;
-      }
-      if (Date.now() > deadline) {
-        throw new FrameTapError('ffmpeg_failed', `ffmpeg did not bind 127.0.0.1:${ports.join('/')} within ${this.opts.listenTimeoutMs} ms: ${tail(p.stderr)}`);
-      }
-      await delay(20);
-    }
+    return ffmpeg;
   }
 
   /** ffmpeg's process ended: expected when we retired its pipeline, a failure otherwise. */
-  private onExit(p: Pipeline, code: number | null, signal: NodeJS.Signals | null): void {
-    p.exit = { code, signal };
+  private onExit(p: Pipeline, { code, signal }: FfmpegExit): void {
     if (p.state !== 'running' || this.closeReason) return; // retired on purpose, or launch() handles it
     this.fail(p, `ffmpeg exited unexpectedly (${exitText(code, signal)})`, { code, signal });
   }
@@ -571,7 +487,7 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   /** A running pipeline failed: log it with ffmpeg's last words, tear it down, build another after the backoff. */
   private fail(p: Pipeline, reason: string, fields: Record<string, unknown>): void {
     const now = Date.now();
-    this.log.warn({ ...fields, pid: p.child?.pid, stderr: tail(p.stderr), pipeline: p.seq, ranMs: now - p.startedAt }, reason);
+    this.log.warn({ ...fields, pid: p.ffmpeg?.pid, stderr: p.ffmpeg?.tail() ?? '(no output)', pipeline: p.seq, ranMs: now - p.startedAt }, reason);
     // A pipeline that worked for a while was healthy: this failure is the first of a new series.
     if (p.firstFrameAt !== undefined && now - p.firstFrameAt >= this.opts.stableAfterMs) this.failures = 0;
     void this.retire(p);
@@ -594,30 +510,12 @@ export class FrameTap extends EventEmitter<FrameTapEvents> {
   private retire(p: Pipeline): Promise<void> {
     p.state = 'retired';
     if (p.transport && !p.transport.closed) p.transport.close();
-    const child = p.child;
-    if (!child || child.pid === undefined) return p.exited;
-    p.killing ??= (async () => {
-      const alive = () => child.exitCode === null && child.signalCode === null;
-      if (alive()) {
-        child.kill('SIGTERM');
-        // ffmpeg acts on its first SIGTERM between packets only; blocked on a socket that no
-        // longer receives anything (the transport is closed) it waits forever. A second signal
-        // interrupts the blocking read ("Immediate exit requested").
-        const again = setTimeout(() => alive() && child.kill('SIGTERM'), Math.min(250, this.opts.killTimeoutMs / 2));
-        const killTimer = setTimeout(() => {
-          if (alive()) {
-            this.log.warn({ pid: child.pid }, 'ffmpeg ignored SIGTERM; sending SIGKILL');
-            child.kill('SIGKILL');
-          }
-        }, this.opts.killTimeoutMs);
-        await p.exited;
-        clearTimeout(again);
-        clearTimeout(killTimer);
-      } else {
-        await p.exited;
-      }
-    })();
-    return p.killing;
+    const ffmpeg = p.ffmpeg;
+    if (!ffmpeg) return Promise.resolve();
+    // SIGTERM twice: ffmpeg acts on its first SIGTERM between packets only; blocked on a socket
+    // that no longer receives anything (the transport is closed) it waits forever. A second
+    // signal interrupts the blocking read ("Immediate exit requested").
+    return ffmpeg.kill('SIGTERM', this.opts.killTimeoutMs, () => this.log.warn({ pid: ffmpeg.pid }, 'ffmpeg ignored SIGTERM; sending SIGKILL'));
   }
 
   /** Remembers a launch sequence until it settles (see close()). */
@@ -758,42 +656,4 @@ export function ffmpegArgs(width: number, height: number, maxFps: number): strin
     '-fps_mode', 'passthrough',
     '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1',
   ];
-}
-
-/**
- * What the tap's consumer may receive: the router's VP8 and H.264 without RTX, feedback or header
- * extensions, so mediasoup sends plain media packets that match the SDP (ffmpeg would choke on
- * RTX payload types it was not told about). Key frames are asked for by requestKeyFrame().
- */
-function tapCapabilities(router: ms.Router): ms.RtpCapabilities {
-  const codecs = (router.rtpCapabilities.codecs ?? [])
-    .filter((c) => TAP_VIDEO_CODECS.some((m) => m.toLowerCase() === c.mimeType.toLowerCase()))
-    .map((c) => ({ ...c, rtcpFeedback: [] }));
-  return { codecs, headerExtensions: [] };
-}
-
-function keepLast(lines: string[], line: string, max: number): void {
-  lines.push(line);
-  if (lines.length > max) lines.splice(0, lines.length - max);
-}
-
-function tail(lines: string[]): string {
-  return lines.slice(-4).join(' | ') || '(no output)';
-}
-
-function exitText(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `signal ${signal}` : `code ${code}`;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A child logger carrying sessionId and callId, unless the given logger already binds them. */
-function childWithCall(logger: Logger, sessionId: string, callId: string): Logger {
-  const bound = logger.bindings();
-  const extra: Record<string, string> = {};
-  if (bound['sessionId'] !== sessionId) extra['sessionId'] = sessionId;
-  if (bound['callId'] !== callId) extra['callId'] = callId;
-  return logger.child(extra);
 }

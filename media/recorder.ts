@@ -1,16 +1,17 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
 import type { types as ms } from 'mediasoup';
 import type { BlobStore } from '../src/identity/blobs.ts';
 import type { Logger } from '../src/logger.ts';
+import { childWithCall } from './call-logger.ts';
 import type { CallMedia, Participant, ProducerEvent } from './call-media.ts';
+import { backoffDelayMs, cancellableDelay, createFfmpegTransport, delay, exitText, ffmpegCapabilities, FfmpegChild, type CancellableDelay, type FfmpegExit } from './ffmpeg-child.ts';
 import { safeEmit } from './safe-emit.ts';
 import { buildRecvSdp, TAP_VIDEO_CODECS } from './sdp.ts';
-import { findFreeUdpPortPair, udpPortsHeldBy, type UdpPortPair } from './udp-ports.ts';
+import { findFreeUdpPortPair, type UdpPortPair } from './udp-ports.ts';
 
 /**
  * The call recorder: every producer of a call (customer and teller, audio and video) recorded
@@ -230,9 +231,6 @@ const DEFAULTS = {
   muxTimeoutMs: 600_000,
 } as const;
 
-const STDERR_LINES = 12;
-const STDERR_LINE_CHARS = 300;
-const LISTEN_FALLBACK_MS = 500;
 /** After the transport closed, time for ffmpeg to read what is still in its socket before the BYE. */
 const DRAIN_MS = 100;
 /** The BYE is sent again this often until ffmpeg exits (UDP). */
@@ -251,8 +249,6 @@ const ORDER: ReadonlyArray<[Participant, 'audio' | 'video']> = [
 /** Codecs a WebM file may hold; anything else makes the recording Matroska. */
 const WEBM_CODECS = new Set(['vp8', 'vp9', 'av1', 'opus', 'vorbis']);
 
-type FfmpegProcess = ChildProcessByStdio<Writable, null, Readable>;
-
 interface Track {
   participant: Participant;
   kind: 'audio' | 'video';
@@ -260,7 +256,7 @@ interface Track {
   state: 'active' | 'ended' | 'failed';
   failures: number;
   segment?: Segment;
-  backoffWait?: { timer: NodeJS.Timeout; resolve: () => void };
+  backoffWait?: CancellableDelay;
   onClose: () => void;
 }
 
@@ -277,11 +273,7 @@ interface Segment {
   ssrc?: number;
   /** ffmpeg's codec name (vp8, opus, h264). */
   codec?: string;
-  child?: FfmpegProcess;
-  exited: Promise<void>;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
-  spawnError?: Error;
-  stderr: string[];
+  ffmpeg?: FfmpegChild<null>;
   runningAt?: number;
   /** Wall-clock time of the first RTP packet the consumer sent to ffmpeg (a key frame for video). */
   firstPacketAt?: number;
@@ -290,7 +282,6 @@ interface Segment {
   lastKeyFrameRequestAt: number;
   progress?: { size: number; packets: number; at: number; checkedAt: number; pending: boolean };
   ending?: Promise<void>;
-  killing?: Promise<void>;
 }
 
 interface Group {
@@ -358,7 +349,8 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
     for (const key of ['keyFrameRetryMs', 'stallRestartMs', 'listenTimeoutMs', 'finishTimeoutMs', 'killTimeoutMs', 'muxTimeoutMs'] as const) {
       if (!(this.opts[key] > 0)) throw new RecorderError('bad_option', `${key} must be positive`);
     }
-    this.rtpCapabilities = recorderCapabilities(router);
+    // The router's Opus, VP8 and H.264, plain (see ffmpegCapabilities): what reaches ffmpeg matches its SDP.
+    this.rtpCapabilities = ffmpegCapabilities(router, ['audio/opus', ...TAP_VIDEO_CODECS]);
   }
 
   /**
@@ -433,7 +425,7 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       segments: this.segments.length,
       restarts: this.restarts,
       keyFrameRequests: this.keyFrameRequests,
-      pids: running.flatMap((s) => (s.child?.pid ? [s.child.pid] : [])),
+      pids: running.flatMap((s) => (s.ffmpeg?.pid ? [s.ffmpeg.pid] : [])),
       recording: running.filter((s) => s.firstPacketAt !== undefined).map((s) => `${s.track.participant}/${s.track.kind}`),
     };
   }
@@ -441,8 +433,8 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
   /** The running pipelines (for tests and diagnostics). */
   get endpoints(): Array<{ participant: Participant; kind: 'audio' | 'video'; pid: number; rtpPort: number; rtcpPort: number; transportId: string; transportPort: number; file: string }> {
     return this.runningSegments().flatMap((s) =>
-      s.child?.pid && s.ports && s.transport
-        ? [{ participant: s.track.participant, kind: s.track.kind, pid: s.child.pid, ...s.ports, transportId: s.transport.id, transportPort: s.transport.tuple.localPort, file: s.path }]
+      s.ffmpeg?.pid && s.ports && s.transport
+        ? [{ participant: s.track.participant, kind: s.track.kind, pid: s.ffmpeg.pid, ...s.ports, transportId: s.transport.id, transportPort: s.transport.tuple.localPort, file: s.path }]
         : [],
     );
   }
@@ -513,21 +505,16 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       this.log.error({ participant: track.participant, kind: track.kind, failures: track.failures, reason }, 'recorder gave up a stream');
       throw error;
     }
-    const delays = this.opts.restartBackoffMs;
-    const delayMs = delays[Math.min(track.failures - 1, delays.length - 1)]!;
+    const delayMs = backoffDelayMs(this.opts.restartBackoffMs, track.failures);
     this.log.warn({ participant: track.participant, kind: track.kind, failures: track.failures, maxRestarts: this.opts.maxRestarts, delayMs, reason }, 'recorder restarting a stream');
     this.safeEmit('restart', { participant: track.participant, kind: track.kind, failures: track.failures, delayMs, reason });
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delayMs);
-      track.backoffWait = { timer, resolve };
-    });
+    track.backoffWait = cancellableDelay(delayMs);
+    await track.backoffWait.done;
     track.backoffWait = undefined;
   }
 
   private cancelBackoff(track: Track): void {
-    if (!track.backoffWait) return;
-    clearTimeout(track.backoffWait.timer);
-    track.backoffWait.resolve();
+    track.backoffWait?.cancel();
     track.backoffWait = undefined;
   }
 
@@ -546,8 +533,6 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       path: path.join(this.dir, file),
       state: 'starting',
       createdAt: Date.now(),
-      exited: Promise.resolve(),
-      stderr: [],
       lastKeyFrameRequestAt: 0,
     };
     track.segment = seg;
@@ -555,13 +540,8 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       if (this.endReason || track.state !== 'active' || seg.state !== 'starting') throw new RecorderError('closed', 'the recorder or the stream ended');
     };
     try {
-      // rtcpMux false: ffmpeg reads RTCP on rtpPort + 1 (see the frame tap), where the BYE goes too.
-      seg.transport = await this.router.createPlainTransport({
-        listenInfo: { protocol: 'udp', ip: '127.0.0.1' },
-        rtcpMux: false,
-        comedia: false,
-        appData: { recorder: true, callId: this.callId },
-      });
+      // ffmpeg reads RTCP on rtpPort + 1 (see createFfmpegTransport), where the BYE goes too.
+      seg.transport = await createFfmpegTransport(this.router, { recorder: true, callId: this.callId });
       live();
       seg.consumer = await seg.transport.consume({ producerId: track.producer.id, rtpCapabilities: this.rtpCapabilities, paused: true, appData: { recorder: true } });
       live();
@@ -574,20 +554,15 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       // Created 0600 before ffmpeg opens it (-y truncates and keeps the mode): recordings are personal data.
       await (await fs.open(seg.path, 'w', 0o600)).close();
       live();
-      const child = this.spawnFfmpeg(seg);
-      await new Promise<void>((resolve) => {
-        child.once('spawn', resolve);
-        child.once('error', () => resolve());
+      const ffmpeg = new FfmpegChild<null>(this.opts.ffmpegPath, segmentArgs(seg.path), 'ignore', (exit) => this.onExit(seg, exit));
+      seg.ffmpeg = ffmpeg;
+      await ffmpeg.listen(this.opts.ffmpegPath, {
+        sdp,
+        ports: [seg.ports.rtpPort, seg.ports.rtcpPort],
+        timeoutMs: this.opts.listenTimeoutMs,
+        stopped: () => this.endReason !== undefined || track.state !== 'active',
+        error: (code, message, options) => new RecorderError(code, message, options),
       });
-      if (seg.spawnError) {
-        const code = (seg.spawnError as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'EACCES') {
-          throw new RecorderError('ffmpeg_missing', `cannot run ${this.opts.ffmpegPath}: ${code}`, { cause: seg.spawnError });
-        }
-        throw new RecorderError('ffmpeg_failed', `cannot start ${this.opts.ffmpegPath}: ${seg.spawnError.message}`, { cause: seg.spawnError });
-      }
-      child.stdin.end(sdp);
-      await this.waitListening(seg, child);
       live();
       await seg.transport.connect({ ip: '127.0.0.1', port: seg.ports.rtpPort, rtcpPort: seg.ports.rtcpPort });
       live();
@@ -607,13 +582,13 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       live();
       await consumer.resume();
       live();
-      if (seg.exit) throw new RecorderError('ffmpeg_failed', `ffmpeg exited while starting (${exitText(seg.exit.code, seg.exit.signal)}): ${tail(seg.stderr)}`);
+      if (ffmpeg.exit) throw new RecorderError('ffmpeg_failed', `ffmpeg exited while starting (${exitText(ffmpeg.exit.code, ffmpeg.exit.signal)}): ${ffmpeg.tail()}`);
       seg.state = 'running';
       seg.runningAt = Date.now();
       this.segments.push(seg);
       if (track.failures > 0) this.restarts++;
       this.log.info(
-        { participant: track.participant, kind: track.kind, codec: seg.codec, pid: child.pid, rtpPort: seg.ports.rtpPort, transportId: seg.transport.id, segment: seq, file },
+        { participant: track.participant, kind: track.kind, codec: seg.codec, pid: ffmpeg.pid, rtpPort: seg.ports.rtpPort, transportId: seg.transport.id, segment: seq, file },
         'recorder segment running',
       );
       if (track.kind === 'video') this.requestKeyFrame(seg, 'start');
@@ -625,47 +600,7 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
     }
   }
 
-  private spawnFfmpeg(seg: Segment): FfmpegProcess {
-    const child = spawn(this.opts.ffmpegPath, segmentArgs(seg.path), { stdio: ['pipe', 'ignore', 'pipe'], windowsHide: true });
-    seg.child = child;
-    child.stdin.on('error', () => undefined); // EPIPE if ffmpeg died before reading the SDP; its exit is reported
-    seg.exited = new Promise<void>((resolve) => {
-      child.once('close', () => resolve());
-      child.once('error', (err) => {
-        seg.spawnError ??= err;
-        if (child.pid === undefined) resolve();
-      });
-    });
-    drainStderr(child.stderr, seg.stderr);
-    child.once('close', (code, signal) => this.onExit(seg, code, signal));
-    return child;
-  }
-
-  /** Waits until ffmpeg holds both its ports (as the frame tap). */
-  private async waitListening(seg: Segment, child: FfmpegProcess): Promise<void> {
-    const ports = [seg.ports!.rtpPort, seg.ports!.rtcpPort];
-    const deadline = Date.now() + this.opts.listenTimeoutMs;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null || seg.spawnError) {
-        await seg.exited;
-        throw new RecorderError('ffmpeg_failed', `ffmpeg exited before listening (${exitText(child.exitCode, child.signalCode)}): ${tail(seg.stderr)}`);
-      }
-      if (this.endReason || seg.track.state !== 'active') return;
-      const held = await udpPortsHeldBy(child.pid!, ports);
-      if (held === true) return;
-      if (held === undefined) {
-        await delay(LISTEN_FALLBACK_MS);
-        return;
-      }
-      if (Date.now() > deadline) {
-        throw new RecorderError('ffmpeg_failed', `ffmpeg did not bind 127.0.0.1:${ports.join('/')} within ${this.opts.listenTimeoutMs} ms: ${tail(seg.stderr)}`);
-      }
-      await delay(20);
-    }
-  }
-
-  private onExit(seg: Segment, code: number | null, signal: NodeJS.Signals | null): void {
-    seg.exit = { code, signal };
+  private onExit(seg: Segment, { code, signal }: FfmpegExit): void {
     if (seg.state !== 'running' || seg.ending || this.endReason) return; // ended on purpose, or launch() handles it
     this.failSegment(seg, `ffmpeg exited unexpectedly (${exitText(code, signal)})`, 'crashed', { code, signal });
   }
@@ -675,7 +610,7 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
     const track = seg.track;
     const now = Date.now();
     this.log.warn(
-      { ...fields, participant: track.participant, kind: track.kind, pid: seg.child?.pid, stderr: tail(seg.stderr), segment: seg.seq, ranMs: now - seg.createdAt },
+      { ...fields, participant: track.participant, kind: track.kind, pid: seg.ffmpeg?.pid, stderr: seg.ffmpeg?.tail() ?? '(no output)', segment: seg.seq, ranMs: now - seg.createdAt },
       reason,
     );
     if (seg.firstPacketAt !== undefined && now - seg.firstPacketAt >= this.opts.stableAfterMs) track.failures = 0;
@@ -703,20 +638,20 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
     seg.endedAt = Date.now();
     seg.ending = (async () => {
       if (seg.transport && !seg.transport.closed) seg.transport.close();
-      const child = seg.child;
-      if (graceful && child && alive(child)) {
-        await Promise.race([seg.exited, delay(DRAIN_MS)]);
+      const ffmpeg = seg.ffmpeg;
+      if (graceful && ffmpeg?.alive) {
+        await Promise.race([ffmpeg.exited, delay(DRAIN_MS)]);
         const deadline = Date.now() + this.opts.finishTimeoutMs;
-        while (alive(child) && Date.now() < deadline) {
+        while (ffmpeg.alive && Date.now() < deadline) {
           await this.sendBye(seg);
-          await Promise.race([seg.exited, delay(Math.min(BYE_RESEND_MS, Math.max(0, deadline - Date.now())))]);
+          await Promise.race([ffmpeg.exited, delay(Math.min(BYE_RESEND_MS, Math.max(0, deadline - Date.now())))]);
         }
-        if (alive(child)) this.log.warn({ pid: child.pid, segment: seg.seq, stderr: tail(seg.stderr) }, 'ffmpeg did not finish after the RTCP BYE; stopping it with signals');
+        if (ffmpeg.alive) this.log.warn({ pid: ffmpeg.pid, segment: seg.seq, stderr: ffmpeg.tail() }, 'ffmpeg did not finish after the RTCP BYE; stopping it with signals');
       }
       await this.killSegment(seg);
       const size = await fs.stat(seg.path).then((s) => s.size, () => 0);
       this.log.info(
-        { participant: seg.track.participant, kind: seg.track.kind, segment: seg.seq, end, bytes: size, exit: seg.exit ? exitText(seg.exit.code, seg.exit.signal) : undefined, recorded: seg.firstPacketAt !== undefined },
+        { participant: seg.track.participant, kind: seg.track.kind, segment: seg.seq, end, bytes: size, exit: seg.ffmpeg?.exit ? exitText(seg.ffmpeg.exit.code, seg.ffmpeg.exit.signal) : undefined, recorded: seg.firstPacketAt !== undefined },
         'recorder segment ended',
       );
       this.writeManifest();
@@ -732,26 +667,9 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
    */
   private killSegment(seg: Segment): Promise<void> {
     if (seg.transport && !seg.transport.closed) seg.transport.close();
-    const child = seg.child;
-    if (!child || child.pid === undefined) return seg.exited;
-    seg.killing ??= (async () => {
-      if (alive(child)) {
-        child.kill('SIGINT');
-        const again = setTimeout(() => alive(child) && child.kill('SIGINT'), Math.min(250, this.opts.killTimeoutMs / 2));
-        const killTimer = setTimeout(() => {
-          if (alive(child)) {
-            this.log.warn({ pid: child.pid, segment: seg.seq }, 'ffmpeg ignored SIGINT; sending SIGKILL');
-            child.kill('SIGKILL');
-          }
-        }, this.opts.killTimeoutMs);
-        await seg.exited;
-        clearTimeout(again);
-        clearTimeout(killTimer);
-      } else {
-        await seg.exited;
-      }
-    })();
-    return seg.killing;
+    const ffmpeg = seg.ffmpeg;
+    if (!ffmpeg) return Promise.resolve();
+    return ffmpeg.kill('SIGINT', this.opts.killTimeoutMs, () => this.log.warn({ pid: ffmpeg.pid, segment: seg.seq }, 'ffmpeg ignored SIGINT; sending SIGKILL'));
   }
 
   /** RTCP RR + BYE (a compound packet; ffmpeg ignores RTCP shorter than 12 bytes) to ffmpeg's RTCP port. */
@@ -911,7 +829,7 @@ export class CallRecorder extends EventEmitter<CallRecorderEvents> {
       const readable = await Promise.all(usable.map((s) => this.hasPacket(s.path)));
       const bad = usable.filter((_, i) => !readable[i]);
       for (const seg of bad) {
-        this.log.warn({ segment: seg.seq, participant: seg.track.participant, kind: seg.track.kind, end: seg.end, stderr: tail(seg.stderr) }, 'recorder: a segment holds no readable media; left out');
+        this.log.warn({ segment: seg.seq, participant: seg.track.participant, kind: seg.track.kind, end: seg.end, stderr: seg.ffmpeg?.tail() ?? '(no output)' }, 'recorder: a segment holds no readable media; left out');
       }
       usable = usable.filter((_, i) => readable[i]);
       if (usable.length === 0) {
@@ -1104,15 +1022,6 @@ export function segmentArgs(file: string): string[] {
   ];
 }
 
-/** The router's Opus, VP8 and H.264 without RTX, feedback or header extensions: what reaches ffmpeg matches its SDP. */
-function recorderCapabilities(router: ms.Router): ms.RtpCapabilities {
-  const wanted = ['audio/opus', ...TAP_VIDEO_CODECS.map((c) => c.toLowerCase())];
-  const codecs = (router.rtpCapabilities.codecs ?? [])
-    .filter((c) => wanted.includes(c.mimeType.toLowerCase()))
-    .map((c) => ({ ...c, rtcpFeedback: [] }));
-  return { codecs, headerExtensions: [] };
-}
-
 /** RTCP compound packet: an empty RR, then a BYE for `ssrc` (RFC 3550 6.6). */
 export function rtcpBye(ssrc: number): Buffer {
   const b = Buffer.alloc(16);
@@ -1181,52 +1090,8 @@ function runTool(cmd: string, args: string[], timeoutMs: number): Promise<{ code
   });
 }
 
-/** Always drained (a full stderr pipe would block ffmpeg); only the last lines are kept. */
-function drainStderr(stream: Readable, lines: string[]): void {
-  let partial = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (text: string) => {
-    const parts = (partial + text).split(/[\r\n]+/);
-    partial = (parts.pop() ?? '').slice(-STDERR_LINE_CHARS);
-    for (const line of parts) if (line.trim()) keepLast(lines, line.slice(0, STDERR_LINE_CHARS), STDERR_LINES);
-  });
-  stream.on('end', () => {
-    if (partial.trim()) keepLast(lines, partial, STDERR_LINES);
-  });
-}
-
 function siblingFfprobe(ffmpegPath: string): string {
   const base = path.basename(ffmpegPath);
   if (!base.startsWith('ffmpeg')) return 'ffprobe';
   return ffmpegPath.slice(0, ffmpegPath.length - base.length) + 'ffprobe' + base.slice('ffmpeg'.length);
-}
-
-function alive(child: FfmpegProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-function keepLast(lines: string[], line: string, max: number): void {
-  lines.push(line);
-  if (lines.length > max) lines.splice(0, lines.length - max);
-}
-
-function tail(lines: string[]): string {
-  return lines.slice(-4).join(' | ') || '(no output)';
-}
-
-function exitText(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `signal ${signal}` : `code ${code}`;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A child logger carrying sessionId and callId, unless the given logger already binds them. */
-function childWithCall(logger: Logger, sessionId: string, callId: string): Logger {
-  const bound = logger.bindings();
-  const extra: Record<string, string> = {};
-  if (bound['sessionId'] !== sessionId) extra['sessionId'] = sessionId;
-  if (bound['callId'] !== callId) extra['callId'] = callId;
-  return logger.child(extra);
 }
