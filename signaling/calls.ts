@@ -27,6 +27,8 @@ export interface ActiveCall {
   /** The tap of the customer's current video producer (a new one after the customer reconnects). */
   tap?: FrameTap;
   ended?: boolean;
+  /** Starts of the identity checks run one after another (a fast reconnect brings two producers). */
+  identityStarts?: Promise<void>;
 }
 
 export interface CallIdentityDeps {
@@ -77,7 +79,9 @@ export class CallCoordinator {
     media.on('producer', ({ participant, producerId, kind }) => {
       this.emitTo(call, other(participant), 'media:newProducer', { producerId, kind });
       if (participant === 'customer' && kind === 'video') {
-        this.startIdentity(call).catch((err) => log.error({ err }, 'identity checks could not start'));
+        call.identityStarts = (call.identityStarts ?? Promise.resolve())
+          .then(() => this.startIdentity(call))
+          .catch((err) => log.error({ err }, 'identity checks could not start'));
       }
       void this.evidence
         .append({ sessionId: session.id, type: 'media.producer', actor: participant === 'teller' ? teller.id : 'customer', payload: { callId, participant, kind, producerId } })
