@@ -94,9 +94,9 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
 
   const http = Fastify({
     loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger,
+    // Request logging stays on (Fastify's default): session ids are logged by the handlers, and
+    // request ids tie one request's lines together.
     bodyLimit: 1024 * 1024,
-    // Session ids are logged by the handlers; request ids tie one request's lines together.
-    disableRequestLogging: false,
   });
   installErrorHandler(http);
   let draining = false;
