@@ -245,43 +245,7 @@ export async function startVideoFeed(
     '-an', '-f', 'rtp', '-payload_type', String(payloadType), '-ssrc', String(ssrc),
     `rtp://127.0.0.1:${dst}?pkt_size=1200&rtcpport=${dstRtcp}&localrtpport=${src.rtpPort}&localrtcpport=${src.rtcpPort}`,
   ];
-  let sender: ChildProcess | undefined;
-  const stop = async (): Promise<void> => {
-    const child = sender;
-    sender = undefined;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const feed: VideoFeed = {
-    transport,
-    producer,
-    start() {
-      if (sender) return;
-      sender = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      sender.stderr!.resume(); // drained, not read
-    },
-    stop,
-    freeze() {
-      sender?.kill('SIGSTOP');
-    },
-    resume() {
-      sender?.kill('SIGCONT');
-    },
-    async close() {
-      sender?.kill('SIGCONT'); // a frozen sender would not act on SIGTERM
-      await stop();
-      transport.close();
-    },
-    get senderPid() {
-      return sender?.pid;
-    },
-  };
-  if (opts.send !== false) feed.start();
-  return feed;
+  return ffmpegFeed(transport, producer, args, opts.send !== false);
 }
 
 /**
@@ -379,6 +343,27 @@ export async function startAudioFeed(router: ms.Router, opts: { frequency?: numb
     '-vn', '-f', 'rtp', '-payload_type', String(payloadType), '-ssrc', String(ssrc),
     `rtp://127.0.0.1:${transport.tuple.localPort}?pkt_size=1200&rtcpport=${transport.rtcpTuple!.localPort}&localrtpport=${src.rtpPort}&localrtcpport=${src.rtcpPort}`,
   ];
+  return ffmpegFeed(transport, producer, args, opts.send !== false);
+}
+
+/** ffprobe's JSON about a media file (format and streams, or packets with `-show_entries`). */
+export async function ffprobeJson(file: string, args: string[] = ['-show_format', '-show_streams']): Promise<Record<string, any>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ffprobe', ['-v', 'error', '-of', 'json', ...args, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => (err = (err + b.toString('utf8')).slice(-2000)));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(JSON.parse(Buffer.concat(out).toString('utf8')) as Record<string, any>) : reject(new Error(`ffprobe exited with ${code}: ${err}`))));
+  });
+}
+
+/**
+ * A Producer fed by an ffmpeg RTP sender that tests can start, stop, freeze (SIGSTOP) and resume;
+ * `close()` also closes the transport.
+ */
+function ffmpegFeed(transport: VideoFeed['transport'], producer: VideoFeed['producer'], args: string[], send: boolean): VideoFeed {
   let sender: ChildProcess | undefined;
   const stop = async (): Promise<void> => {
     const child = sender;
@@ -396,7 +381,7 @@ export async function startAudioFeed(router: ms.Router, opts: { frequency?: numb
     start() {
       if (sender) return;
       sender = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      sender.stderr!.resume();
+      sender.stderr!.resume(); // drained, not read
     },
     stop,
     freeze() {
@@ -406,7 +391,7 @@ export async function startAudioFeed(router: ms.Router, opts: { frequency?: numb
       sender?.kill('SIGCONT');
     },
     async close() {
-      sender?.kill('SIGCONT');
+      sender?.kill('SIGCONT'); // a frozen sender would not act on SIGTERM
       await stop();
       transport.close();
     },
@@ -414,19 +399,6 @@ export async function startAudioFeed(router: ms.Router, opts: { frequency?: numb
       return sender?.pid;
     },
   };
-  if (opts.send !== false) feed.start();
+  if (send) feed.start();
   return feed;
-}
-
-/** ffprobe's JSON about a media file (format and streams, or packets with `-show_entries`). */
-export async function ffprobeJson(file: string, args: string[] = ['-show_format', '-show_streams']): Promise<Record<string, any>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ffprobe', ['-v', 'error', '-of', 'json', ...args, file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => (err = (err + b.toString('utf8')).slice(-2000)));
-    child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(JSON.parse(Buffer.concat(out).toString('utf8')) as Record<string, any>) : reject(new Error(`ffprobe exited with ${code}: ${err}`))));
-  });
 }
