@@ -79,6 +79,12 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     })().catch((err) => tlog.error({ err }, 'teller connect failed'));
 
     const currentSession = async () => (await store.getTeller(staff.id))?.sessionId;
+    /** The session of the teller's call, for the messages that only make sense in one. */
+    const callSession = async (): Promise<string> => {
+      const sessionId = await currentSession();
+      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
+      return sessionId;
+    };
 
     handle(socket, 'teller:availability', tlog, async ({ status }) => ({ state: (await router.setAvailability(staff.id, status)).state }));
 
@@ -98,22 +104,13 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     });
 
     handle(socket, 'call:decide', tlog, async (msg) => {
-      const sessionId = await currentSession();
-      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
+      const sessionId = await callSession();
       return decideCall({ ...decisions, log: tlog.child({ sessionId }) }, staff, sessionId, msg);
     });
 
-    handle(socket, 'liveness:start', tlog, async () => {
-      const sessionId = await currentSession();
-      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
-      return calls.startLiveness(sessionId);
-    });
+    handle(socket, 'liveness:start', tlog, async () => calls.startLiveness(await callSession()));
 
-    handle(socket, 'document:capture', tlog, async ({ checklist }) => {
-      const sessionId = await currentSession();
-      if (!sessionId) throw new SignalingError('invalid_state', 'no call in progress');
-      return calls.captureDocument(sessionId, staff.id, checklist);
-    });
+    handle(socket, 'document:capture', tlog, async ({ checklist }) => calls.captureDocument(await callSession(), staff.id, checklist));
 
     registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
 

@@ -17,7 +17,7 @@ import type { BlobStore } from './blobs.ts';
 import { assessDocumentCapture, type DocumentCapture } from './document.ts';
 import { encodeJpeg } from './image.ts';
 import { challengeEntry, decisionSnapshotEntry, documentCaptureEntry, livenessEntry, MatchSummarizer } from './evidence.ts';
-import { CHALLENGE_TYPES, pickChallenges, type Challenge, type ChallengeResult, type ChallengeType } from './liveness.ts';
+import { CHALLENGE_TYPES, pickChallenges, summarizeLiveness, type Challenge, type ChallengeResult, type ChallengeType } from './liveness.ts';
 import { CallMonitor, type FrameReport, type MonitorSnapshot } from './monitor.ts';
 import type { GuidanceCode } from './quality.ts';
 import { similarity } from './scoring.ts';
@@ -257,8 +257,8 @@ export class CallIdentity extends EventEmitter<CallIdentityEvents> {
     l.timer = undefined;
     this.opts.setFrameRate?.(this.opts.settings.frameRate);
     const view = this.livenessView();
-    const summary = { status: view.status === 'passed' ? 'passed' : 'failed', passed: l.results.filter((x) => x.status === 'passed').length, failed: l.results.filter((x) => x.status === 'failed').length, pending: 0 } as const;
-    this.record([livenessEntry(this.opts.sessionId, summary, l.results)]);
+    // Every challenge of this check must pass (the check stops at the first failure).
+    this.record([livenessEntry(this.opts.sessionId, summarizeLiveness(l.results, l.types.length), l.results)]);
     this.emit('liveness', view);
   }
 
