@@ -92,7 +92,12 @@ export interface StateStore {
   findSessionByTokenHash(hash: string): Promise<SessionRecord | undefined>;
   updateSession(id: string, update: (s: SessionRecord) => SessionRecord): Promise<SessionRecord>;
 
-  /** The queue holds session ids; order is decided by the router from the sessions' fields. */
+  /**
+   * The queue is a set of session ids; order is decided by the router from the sessions' fields,
+   * so queuedSessionIds() returns them in no particular order. enqueue is idempotent (a session is
+   * in the queue at most once); dequeue answers true only to the one call that removed the id, so
+   * of two nodes dequeuing the same session exactly one sees true.
+   */
   enqueue(sessionId: string): Promise<void>;
   dequeue(sessionId: string): Promise<boolean>;
   queuedSessionIds(): Promise<string[]>;
@@ -106,15 +111,54 @@ export interface StateStore {
   getOffer(id: string): Promise<OfferRecord | undefined>;
   updateOffer(id: string, update: (o: OfferRecord) => OfferRecord): Promise<OfferRecord>;
 
-  /** Runs fn while holding a named lock (one routing pass at a time across all nodes). */
+  /**
+   * Runs fn while holding a named lock (one routing pass at a time across all nodes). Not
+   * re-entrant. The lock is released when fn settles, also when it throws. A store may bound the
+   * wait: it then throws LockTimeoutError without running fn.
+   */
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
 
   close(): Promise<void>;
 }
 
+/*
+ * Records are plain JSON data: a field set to undefined reads back as absent, and -0 reads back
+ * as 0 from a store that serializes (Redis). Every store copies records in and out, so a caller
+ * never holds a reference into stored state.
+ */
+
 export class NotFoundError extends Error {
   constructor(readonly what: string, readonly id: string) {
     super(`${what} ${id} not found`);
     this.name = 'NotFoundError';
+  }
+}
+
+/** The shared store could not be reached (or did not answer) within its bound. */
+export class StoreUnavailableError extends Error {
+  constructor(
+    message: string,
+    /** True when a write may or may not have been applied (the connection dropped after sending it). */
+    readonly outcomeUnknown = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+/** withLock could not get the lock within its bound: another holder kept it (or a node died holding it). */
+export class LockTimeoutError extends Error {
+  constructor(readonly lock: string, readonly waitedMs: number) {
+    super(`lock ${lock} not acquired within ${waitedMs} ms`);
+    this.name = 'LockTimeoutError';
+  }
+}
+
+/** A stored value is not a record of the expected shape (written by something else, or corrupted). */
+export class StoreDataError extends Error {
+  constructor(readonly what: string, readonly id: string, detail: string) {
+    super(`stored ${what} ${id} is malformed: ${detail}`);
+    this.name = 'StoreDataError';
   }
 }
