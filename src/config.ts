@@ -3,6 +3,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { identityConfigSchema, toMatchConfig } from './identity/config.ts';
 import { validateMatchConfig } from './identity/scoring.ts';
+import { otpConfigSchema } from './otp/config.ts';
+import { webhookConfigIssues, webhookConfigSchema } from './webhooks/config.ts';
 
 /**
  * All configuration comes from the environment, parsed once at start.
@@ -54,6 +56,15 @@ export const configSchema = z.object({
   LEDGER_ORIGIN: z.string().min(1).default('videoteller.local/ledger'),
   CHECKPOINT_INTERVAL_MS: int(10, 3_600_000).default(1000),
   RECORD_TTL_S: int(60, 10 * 365 * 86_400).default(30 * 86_400),
+  /**
+   * PostgreSQL (postgres://user[:password]@host:port/db). Set: the ledger lives there, so several
+   * nodes can share it (src/ledger/postgres/); unset: the embedded file ledger in DATA_DIR.
+   */
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// or postgresql:// URL' }).optional(),
+  /** Schema of the ledger's tables in DATABASE_URL's database. */
+  LEDGER_PG_SCHEMA: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _, at most 63').default('videoteller'),
+  /** The ledger's signing keys (default DATA_DIR/keys). Nodes sharing a PostgreSQL ledger share this directory. */
+  LEDGER_KEYS_DIR: z.string().min(1).optional(),
   /** Transaction authorization policy (YAML or JSON, src/authorization/policy.ts). Unset: config/policy.yaml. */
   POLICY_FILE: z.string().min(1).optional(),
 
@@ -74,6 +85,11 @@ export const configSchema = z.object({
     .transform((v) => v.split(',').map((x) => x.trim()))
     .pipe(z.array(z.enum(['turn_left', 'turn_right', 'blink', 'move_closer'])).min(1).max(4))
     .optional(),
+
+  /** Signed webhooks to the bank's systems, per API key id (src/webhooks/config.ts documents each). */
+  ...webhookConfigSchema.shape,
+  /** One-time codes during the call (src/otp/config.ts). */
+  ...otpConfigSchema.shape,
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -98,6 +114,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const c = parsed.data;
   if (c.RTC_MIN_PORT > c.RTC_MAX_PORT) throw new ConfigError(['RTC_MIN_PORT: must not exceed RTC_MAX_PORT']);
+  const webhookIssues = webhookConfigIssues(c, c.API_KEYS);
+  if (webhookIssues.length) throw new ConfigError(webhookIssues);
   try {
     validateMatchConfig(toMatchConfig(c));
   } catch (err) {
@@ -107,5 +125,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...c,
     ...(c.PUBLIC_URL ? { PUBLIC_URL: c.PUBLIC_URL.replace(/\/$/, '') } : {}),
     DATA_DIR: path.resolve(c.DATA_DIR),
+    ...(c.LEDGER_KEYS_DIR ? { LEDGER_KEYS_DIR: path.resolve(c.LEDGER_KEYS_DIR) } : {}),
   };
 }
