@@ -2,6 +2,7 @@
  * videoteller: offline verification of the ledger and of verification records.
  *
  *   videoteller verify DIR          audit a whole ledger directory with only the public keys
+ *   videoteller verify --database-url URL   the same for a PostgreSQL ledger
  *   videoteller verify-record FILE  check a record: signature, claims, entry, inclusion, checkpoint
  *
  * Exit status: 0 everything holds, 1 a problem was found, 2 usage or I/O error.
@@ -10,6 +11,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { auditLedgerDir, resolveLedgerDir } from '../src/ledger/audit-fs.ts';
+import { auditPostgresLedger } from '../src/ledger/postgres/audit.ts';
+import { describeDatabaseUrl } from '../src/ledger/postgres/connect.ts';
+import { DEFAULT_SCHEMA, SCHEMA_RE } from '../src/ledger/postgres/schema.ts';
 import { ed25519Thumbprint, keysFromJwks, type LedgerPublicKey } from '../src/ledger/keys.ts';
 import { nodeEd25519Verify, nodeSha256 } from '../src/ledger/node-crypto.ts';
 import { parseVerifierKey } from '../src/ledger/note.ts';
@@ -27,6 +31,11 @@ const USAGE = `usage:
                              still contain it (detects a rollback); repeatable
       --save-checkpoint FILE write the newest verified checkpoint there, for the next audit
       --allow-unsigned-tail  accept entries after the newest checkpoint (a live ledger)
+  videoteller verify --database-url URL [--pg-schema SCHEMA] --keys FILE [options]
+      The same audit of a PostgreSQL ledger (DATABASE_URL, LEDGER_PG_SCHEMA, default ${DEFAULT_SCHEMA}):
+      every stored entry's bytes, against the leaf hash stored with it and the recomputed tree.
+      --keys defaults to $LEDGER_KEYS_DIR/jwks.json or $DATA_DIR/keys/jwks.json; the other
+      options are as above.
   videoteller verify-record FILE [options]
       Checks a verification record: its JWS (EdDSA, kid) with the JWKS, its claims against its own
       ledger entry, the entry's inclusion proof, and the signed checkpoint.
@@ -128,7 +137,8 @@ function printReport(dir: string, report: AuditReport, keysSource: string, elaps
     .join(', ');
   out(`ledger       ${dir} (origin ${report.origin ?? 'unknown'})`);
   out(`keys         ${keysSource}`);
-  out(`entries      ${report.entries} in ${report.segments} segment${report.segments === 1 ? '' : 's'}, ${mb} MB, verified in ${(elapsedMs / 1000).toFixed(1)} s`);
+  const where = report.segments > 0 ? ` in ${report.segments} segment${report.segments === 1 ? '' : 's'}` : '';
+  out(`entries      ${report.entries}${where}, ${mb} MB, verified in ${(elapsedMs / 1000).toFixed(1)} s`);
   out(`root         ${report.rootHash}`);
   out(
     `checkpoints  ${report.checkpoints.count} stored, ${report.checkpoints.verified} verified${keys ? ` (${keys})` : ''}` +
@@ -160,8 +170,15 @@ async function verifyCommand(args: string[]): Promise<number> {
       'save-checkpoint': { type: 'string' },
       'allow-unsigned-tail': { type: 'boolean', default: false },
       'no-progress': { type: 'boolean', default: false },
+      'database-url': { type: 'string' },
+      'pg-schema': { type: 'string' },
     },
   });
+  if (values['database-url'] !== undefined) {
+    if (positionals.length !== 0) throw new UsageError('verify takes a directory or --database-url, not both');
+    return verifyPostgres(values as VerifyValues & { 'database-url': string });
+  }
+  if (values['pg-schema'] !== undefined) throw new UsageError('--pg-schema goes with --database-url');
   if (positionals.length !== 1) throw new UsageError('verify takes one directory');
   let dir: string;
   try {
@@ -202,6 +219,69 @@ async function verifyCommand(args: string[]): Promise<number> {
   }
   if (values.json) out(JSON.stringify({ command: 'verify', dir, keys: keysSource, elapsedMs, ...report }, null, 2));
   else printReport(dir, report, keysSource, elapsedMs);
+  return report.ok ? 0 : 1;
+}
+
+interface VerifyValues {
+  json: boolean;
+  keys?: string;
+  origin?: string;
+  checkpoint?: string[];
+  'save-checkpoint'?: string;
+  'allow-unsigned-tail': boolean;
+  'no-progress': boolean;
+  'pg-schema'?: string;
+}
+
+/** `verify --database-url`: the audit of a PostgreSQL ledger, reported like a directory's. */
+async function verifyPostgres(values: VerifyValues & { 'database-url': string }): Promise<number> {
+  const url = values['database-url'];
+  let where: string;
+  try {
+    const u = new URL(url);
+    if (!/^postgres(ql)?:$/.test(u.protocol)) throw new Error('not postgres');
+    where = describeDatabaseUrl(url);
+  } catch {
+    throw new UsageError('--database-url must be a postgres:// or postgresql:// URL');
+  }
+  const schema = values['pg-schema'] ?? DEFAULT_SCHEMA;
+  if (!SCHEMA_RE.test(schema)) throw new UsageError(`--pg-schema ${JSON.stringify(schema)} is not a schema name (lower-case letters, digits and _)`);
+  let keysFile = values.keys;
+  let keysSource: string;
+  if (keysFile) {
+    keysSource = path.resolve(keysFile);
+  } else {
+    keysFile = path.join(process.env.LEDGER_KEYS_DIR ?? path.join(process.env.DATA_DIR ?? './data', 'keys'), 'jwks.json');
+    if (!existsSync(keysFile)) throw new UsageError('no --keys given and no jwks.json in $LEDGER_KEYS_DIR or $DATA_DIR/keys');
+    keysSource = `${path.resolve(keysFile)} (the node's own: proves integrity, not authenticity; pass --keys)`;
+    if (!values.json) warn(`warning: keys taken from ${path.resolve(keysFile)}; pass --keys with the bank's published JWKS to prove authenticity`);
+  }
+  const keys = loadKeys(keysFile);
+  if (keys.length === 0) throw new UsageError(`${keysFile} holds no Ed25519 key`);
+  const trusted = (values.checkpoint ?? []).map((f) => ({ note: loadCheckpoint(f), label: path.basename(f) }));
+  const progress = new Progress(Boolean(process.stderr.isTTY) && !values['no-progress']);
+  const started = Date.now();
+  let report: AuditReport;
+  try {
+    report = await auditPostgresLedger({
+      databaseUrl: url,
+      schema,
+      keys,
+      ...(values.origin ? { origin: values.origin } : {}),
+      allowUnsignedTail: values['allow-unsigned-tail'],
+      trusted,
+      onProgress: (done, total, entries) => progress.update(done, total, entries),
+    });
+  } finally {
+    progress.done();
+  }
+  const elapsedMs = Date.now() - started;
+  if (report.ok && values['save-checkpoint'] && report.checkpoints.latest) {
+    writeFileSync(values['save-checkpoint'], report.checkpoints.latest.note);
+  }
+  const source = `${where} schema ${schema}`;
+  if (values.json) out(JSON.stringify({ command: 'verify', database: where, schema, keys: keysSource, elapsedMs, ...report }, null, 2));
+  else printReport(source, report, keysSource, elapsedMs);
   return report.ok ? 0 : 1;
 }
 

@@ -1,6 +1,7 @@
 /**
- * The ledger as the server composes it: the file ledger and key ring opened from the config,
- * serving as the evidence sink of every part (signaling, HTTP, identity), with its HTTP routes.
+ * The ledger as the server composes it: the ledger (the file backend, or PostgreSQL when
+ * DATABASE_URL is set) and the key ring (LEDGER_KEYS_DIR) opened from the config, serving as the
+ * evidence sink of every part (signaling, HTTP, identity), with its HTTP routes.
  * One place decides which backend and keys are in use; nothing else opens the ledger.
  */
 import type { FastifyInstance } from 'fastify';
@@ -33,6 +34,9 @@ export async function openServerLedger(config: Config, log: Logger): Promise<Ser
     origin: config.LEDGER_ORIGIN,
     checkpointIntervalMs: config.CHECKPOINT_INTERVAL_MS,
     log,
+    ...(config.LEDGER_KEYS_DIR ? { keysDir: config.LEDGER_KEYS_DIR } : {}),
+    // DATABASE_URL set: PostgreSQL, shared by every node; unset: the embedded file ledger.
+    ...(config.DATABASE_URL ? { databaseUrl: config.DATABASE_URL, pgSchema: config.LEDGER_PG_SCHEMA } : {}),
   });
   return {
     ledger,
