@@ -368,8 +368,8 @@ export class WebhookOutbox {
     };
     const ctx = { sessionId: record.sessionId, clientId: record.clientId, eventType: record.eventType, deliveryId: record.deliveryId, attempts: next.attempts, status: next.lastStatus };
     if (outcome.kind === 'delivered') {
-      await this.settle(next, WEBHOOK_EVIDENCE.delivered, {});
       this.log.info(ctx, 'webhook delivered');
+      await this.settle(next, WEBHOOK_EVIDENCE.delivered, {});
       return;
     }
     if (outcome.kind === 'permanent') return this.fail(next, 'permanent', outcome.error);
@@ -429,11 +429,11 @@ export class WebhookOutbox {
     } catch (err) {
       this.log.error({ sessionId: record.sessionId, deliveryId: record.deliveryId, err }, 'could not write the dead webhook delivery');
     }
-    await this.settle(record, WEBHOOK_EVIDENCE.failed, { reason, error });
     this.log.error(
       { sessionId: record.sessionId, clientId: record.clientId, eventType: record.eventType, deliveryId: record.deliveryId, attempts: record.attempts, status: record.lastStatus, reason, error },
       'webhook delivery failed for good: moved to dead/',
     );
+    await this.settle(record, WEBHOOK_EVIDENCE.failed, { reason, error });
   }
 
   /** Records the outcome in the session's evidence, then removes the pending file. */
