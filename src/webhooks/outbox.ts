@@ -456,10 +456,16 @@ export class WebhookOutbox {
     } catch (err) {
       this.log.error({ sessionId: record.sessionId, deliveryId: record.deliveryId, err }, 'could not record the webhook outcome in evidence');
     }
-    await fs.rm(path.join(this.pendingDir, `${record.deliveryId}.json`), { force: true });
-    await fsyncDir(this.pendingDir);
-    this.records.delete(record.deliveryId);
-    this.notifyIdle();
+    try {
+      await fs.rm(path.join(this.pendingDir, `${record.deliveryId}.json`), { force: true });
+      await fsyncDir(this.pendingDir);
+    } catch (err) {
+      // Left on disk, it is sent again at the next start: the receiver dedupes on the delivery id.
+      this.log.error({ sessionId: record.sessionId, deliveryId: record.deliveryId, err }, 'could not remove the settled webhook delivery');
+    } finally {
+      this.records.delete(record.deliveryId);
+      this.notifyIdle();
+    }
   }
 
   private notifyIdle(): void {
