@@ -32,6 +32,19 @@ export const configSchema = z.object({
   STAFF_TOKEN_TTL_S: int(60, 86_400).default(8 * 3600),
   CUSTOMER_TOKEN_TTL_S: int(30, 7 * 86_400).default(1800),
 
+  /**
+   * Shared state (sessions, queue, tellers) in Redis, for several nodes: redis://[:password@]host:port[/db]
+   * (rediss:// for TLS). Unset: in memory, one node. Redis must keep its data across restarts
+   * (src/store/README.md: appendonly yes, maxmemory-policy noeviction).
+   */
+  REDIS_URL: z
+    .string()
+    .url()
+    .refine((u) => /^rediss?:\/\//.test(u), 'must be a redis:// or rediss:// URL')
+    .optional(),
+  /** Prefix of every key this deployment writes, so several deployments can share one Redis. */
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/).default('videoteller:'),
+
   /** Routing. */
   ROUTING_MODE: z.enum(['longest_idle', 'random']).default('longest_idle'),
   OFFER_TIMEOUT_MS: int(1000, 600_000).default(20_000),

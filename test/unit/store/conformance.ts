@@ -185,6 +185,25 @@ export function describeStoreConformance(name: string, open: () => Promise<State
       });
     });
 
+    describe('named indexes', () => {
+      it('adds idempotently, removes once, lists members of one index only', async () => {
+        const store = await fresh();
+        const [a, b] = [randomUUID(), randomUUID()];
+        expect(await store.indexMembers('cosign')).toEqual([]);
+        await store.addToIndex('cosign', a);
+        await store.addToIndex('cosign', a);
+        await store.addToIndex('cosign', b);
+        await store.addToIndex('other', a);
+        expect([...(await store.indexMembers('cosign'))].sort()).toEqual([a, b].sort());
+        const removals = await Promise.all(Array.from({ length: 10 }, () => store.removeFromIndex('cosign', a)));
+        expect(removals.filter(Boolean)).toHaveLength(1);
+        expect(await store.indexMembers('cosign')).toEqual([b]);
+        expect(await store.indexMembers('other')).toEqual([a]);
+        // The queue is not an index.
+        expect(await store.queuedSessionIds()).toEqual([]);
+      });
+    });
+
     describe('tellers', () => {
       it('puts, reads, lists and updates tellers', async () => {
         const store = await fresh();
@@ -383,11 +402,23 @@ export function fullSession(): SessionRecord {
     endedAt: 1_700_000_002_000,
     endReason: 'teller_hangup',
     customerRef: 'Zoë «Ünïcode» 名前 \u2028 "quoted" \\ back',
+    amount: { value: '1250000.00', currency: 'EUR' },
     decision: {
       decision: 'approved',
       reason: 'identity_verified',
       tellerId: 'alice',
+      tellerScope: 'full_service',
       decidedAt: 1_700_000_001_500,
+      note: 'checked twice',
+      entryIndex: 40,
+      dualControl: true,
+      status: 'issued',
+      evidence: {
+        faceMatch: { score: 0.8123456789, decision: 'match', threshold: 0.6, model: 'face-api 1.7.15' },
+        liveness: { outcome: 'passed', challenges: 3 },
+        document: { captured: true, type: 'passport', imageSha256: 'b'.repeat(64) },
+      },
+      cosign: { supervisorId: 'sam', verdict: 'cosign', at: 1_700_000_001_700, entryIndex: 41 },
       recordId: randomUUID(),
       record: {
         format: 'videoteller-record',
