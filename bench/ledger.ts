@@ -10,6 +10,9 @@
  *   BENCH_VERIFY_ENTRIES  entries of the ledger the verifier audits (default 1000000)
  *   BENCH_QUICK=1         a quick run: 1 s per rate and 50000 entries
  *   BENCH_JSON=1          also print the figures as one JSON line
+ *   DATABASE_URL          also measure the PostgreSQL backend (a fresh schema, dropped after):
+ *                         durable appends at concurrency 1 and 32 beside the file backend's, as a
+ *                         ratio to it, and the database's own commit rate for scale
  *
  * Limits: fdatasync rate of the same disk for durable appends (one fsync carries at most as many
  * entries as are outstanding) and the single-core cost of preparing an entry; `openssl speed`
@@ -31,6 +34,9 @@ import { nodeSha256 } from '../src/ledger/node-crypto.ts';
 import { encodeFrame } from '../src/ledger/segments.ts';
 import { sha256 as portableSha256 } from '../src/ledger/sha256.ts';
 import { createLogger } from '../src/logger.ts';
+import pg from 'pg';
+import { PostgresLedger } from '../src/ledger/postgres/pg-ledger.ts';
+import type { Ledger } from '../src/ledger/types.ts';
 
 const quick = process.env.BENCH_QUICK === '1';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (quick ? 1 : 3));
@@ -131,8 +137,9 @@ async function openBenchLedger(name: string, keyRing: KeyRing): Promise<FileLedg
   return FileLedger.open({ dir: path.join(baseDir, name), origin: 'bench.example/ledger', keyRing, log, checkpointIntervalMs: 1000 });
 }
 
-async function appendsAt(keyRing: KeyRing, concurrency: number): Promise<{ rate: number; perCommit: number }> {
-  const ledger = await openBenchLedger(`appends-${concurrency}`, keyRing);
+async function appendsAt(keyRing: KeyRing, concurrency: number, open?: () => Promise<Ledger & { stats: { commits: number; entries: number } }>): Promise<{ rate: number; perCommit: number }> {
+  const ledger = open ? await open() : await openBenchLedger(`appends-${concurrency}`, keyRing);
+  const size0 = ledger.size;
   let i = 0;
   const deadline = performance.now() + SECONDS * 1000;
   const start = performance.now();
@@ -144,8 +151,57 @@ async function appendsAt(keyRing: KeyRing, concurrency: number): Promise<{ rate:
   );
   const elapsed = (performance.now() - start) / 1000;
   const perCommit = ledger.stats.entries / Math.max(1, ledger.stats.commits - commits0);
+  const appended = ledger.size - size0;
   await ledger.close();
-  return { rate: ledger.size / elapsed, perCommit };
+  return { rate: appended / elapsed, perCommit };
+}
+
+/** Transactions of one small INSERT each, committed one after another: the database's commit rate. */
+async function pgCommitRate(url: string, schema: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`CREATE TABLE "${schema}".commit_probe (n bigint, pad bytea)`);
+    const pad = Buffer.alloc(256, 0x61);
+    let n = 0;
+    const r = await rateAsync(async () => {
+      await client.query(`INSERT INTO "${schema}".commit_probe VALUES ($1, $2)`, [n++, pad]);
+    });
+    await client.query(`DROP TABLE "${schema}".commit_probe`);
+    return r;
+  } finally {
+    await client.end();
+  }
+}
+
+/** The PostgreSQL backend beside the file backend, at the same concurrency (DATABASE_URL set). */
+async function postgresFigures(url: string, keyRing: KeyRing): Promise<void> {
+  const schema = `vt_bench_${process.pid}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE SCHEMA "${schema}"`);
+    progress('PostgreSQL commit rate…');
+    const commits = await pgCommitRate(url, schema);
+    figures.push({ name: 'PostgreSQL commits (one 256 B INSERT per transaction), same database', value: commits, unit: '/s' });
+    const openPg = () => PostgresLedger.open({ databaseUrl: url, schema, origin: 'bench.example/ledger', keyRing, log, checkpointIntervalMs: 1000 });
+    for (const c of [1, 32]) {
+      progress(`file backend at concurrency ${c}…`);
+      const file = await appendsAt(keyRing, c, () => FileLedger.open({ dir: path.join(baseDir, `pg-compare-${c}`), origin: 'bench.example/ledger', keyRing, log, checkpointIntervalMs: 1000 }));
+      progress(`PostgreSQL backend at concurrency ${c}…`);
+      const r = await appendsAt(keyRing, c, openPg);
+      figures.push({
+        name: `PostgreSQL durable appends, concurrency ${c} (${r.perCommit.toFixed(1)} per commit)`,
+        value: r.rate,
+        unit: '/s',
+        limit: file.rate,
+        limitIs: `file backend, same concurrency (${file.perCommit.toFixed(1)} per fsync)`,
+      });
+    }
+  } finally {
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+    await admin.end();
+  }
 }
 
 async function main(): Promise<void> {
@@ -186,6 +242,8 @@ async function main(): Promise<void> {
       limitIs: limit === cpuRate ? 'entry preparation on one core' : `${c} × fdatasync rate (${Math.round(disk)}/s around it)`,
     });
   }
+
+  if (process.env.DATABASE_URL) await postgresFigures(process.env.DATABASE_URL, keyRing);
 
   // ---- SHA-256 --------------------------------------------------------------------------------
   progress('SHA-256…');
