@@ -28,6 +28,7 @@ export default defineConfig({
       input: {
         customer: path.join(root, 'customer/index.html'),
         teller: path.join(root, 'teller/index.html'),
+        supervisor: path.join(root, 'supervisor/index.html'),
       },
     },
   },

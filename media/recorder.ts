@@ -88,7 +88,7 @@ export interface RecordingSegment {
 }
 
 export interface RecordingResult {
-  /** SHA-256 of the recording: its name in the BlobStore, and `recordingSha256` in the evidence. */
+  /** SHA-256 of the recording: its name in the BlobStore, and `evidence.recording.sha256` in the record. */
   sha256: string;
   bytes: number;
   /** The recording's duration as its container states it (ffprobe). */

@@ -12,6 +12,7 @@ import type { StateStore } from '../src/store/types.ts';
 import type { CallEnded, ClientToServerEvents, ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { SignalingError } from './handlers.ts';
+import { CallRecording, type CallRecordingDeps, type RecordingSummary } from './call-recording.ts';
 
 export type Participant = 'customer' | 'teller';
 type AppNamespace = Namespace<ClientToServerEvents, ServerToClientEvents>;
@@ -29,6 +30,8 @@ export interface ActiveCall {
   ended?: boolean;
   /** Starts of the identity checks run one after another (a fast reconnect brings two producers). */
   identityStarts?: Promise<void>;
+  /** The call's recording (every call is recorded when the server is given a place to store it). */
+  recording?: CallRecording;
 }
 
 export interface CallIdentityDeps {
@@ -48,6 +51,8 @@ export const tellerRoom = (tellerId: string) => `teller:${tellerId}`;
  */
 export class CallCoordinator {
   private readonly bySession = new Map<string, ActiveCall>();
+  /** Recordings of ended calls, until stored: the decision waits for its call's (the record names it). */
+  private readonly recordings = new Map<string, Promise<RecordingSummary | undefined>>();
 
   constructor(
     private readonly pool: MediaWorkerPool,
@@ -56,6 +61,7 @@ export class CallCoordinator {
     private readonly namespaces: { customer: AppNamespace; teller: AppNamespace },
     private readonly log: Logger,
     private readonly identityDeps?: CallIdentityDeps,
+    private readonly recordingDeps?: CallRecordingDeps,
   ) {
     router.on('accepted', (session, teller) => {
       this.start(session, teller).catch(async (err) => {
@@ -75,6 +81,7 @@ export class CallCoordinator {
     const media = await CallMedia.create(this.pool, { callId, sessionId: session.id, logger: log });
     const call: ActiveCall = { callId, sessionId: session.id, tellerId: teller.id, media, log };
     this.bySession.set(session.id, call);
+    if (this.recordingDeps) call.recording = CallRecording.start(media, this.recordingDeps, this.evidence, log.child({ part: 'recorder' }));
 
     media.on('producer', ({ participant, producerId, kind }) => {
       this.emitTo(call, other(participant), 'media:newProducer', { producerId, kind });
@@ -118,15 +125,26 @@ export class CallCoordinator {
     for (const p of call.media.producers(other(to))) this.emitTo(call, to, 'media:newProducer', p);
   }
 
-  /** Ends the call of a session: state, media, both pages. Idempotent. */
-  async end(sessionId: string, actor: string, reason: CallEnded['reason']): Promise<void> {
+  /**
+   * Ends the call of a session: state, recording, media, both pages. Idempotent: a second caller
+   * (the customer hangs up while the teller's decision ends the call) gets the same recording.
+   * Resolves with the stored recording's summary (undefined when there is none; that is evidence).
+   */
+  async end(sessionId: string, actor: string, reason: CallEnded['reason']): Promise<RecordingSummary | undefined> {
     const call = this.bySession.get(sessionId);
     this.bySession.delete(sessionId);
     const to = reason === 'failed' || reason === 'peer_lost' ? 'failed' : 'ended';
     await this.router.endCall(sessionId, actor, reason, reason === 'server_shutdown' ? 'ended' : to);
-    if (!call) return;
+    if (!call) return this.recordings.get(sessionId);
     call.ended = true;
     await call.tap?.close().catch((err) => call.log.warn({ err }, 'frame tap close failed'));
+    // Finished before the router closes, so the last moments are in the file.
+    const recording = call.recording?.finish();
+    if (recording) {
+      this.recordings.set(sessionId, recording);
+      setTimeout(() => this.recordings.delete(sessionId), 60_000).unref();
+    }
+    await recording;
     call.media.close();
     await call.identity?.close().catch((err) => call.log.error({ err }, 'identity close failed'));
     await this.evidence.append({ sessionId, type: 'call.ended', actor, payload: { callId: call.callId, reason } });
@@ -134,6 +152,7 @@ export class CallCoordinator {
     const ended = { callId: call.callId, sessionId, reason };
     this.emitTo(call, 'customer', 'call:ended', ended);
     this.emitTo(call, 'teller', 'call:ended', ended);
+    return recording;
   }
 
   /**

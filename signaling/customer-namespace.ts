@@ -12,6 +12,7 @@ import { registerMediaHandlers } from './media-handlers.ts';
 import { customerAuthSchema, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { isTerminal } from './session-state.ts';
+import type { OneTimeCodeFlow } from './one-time-codes.ts';
 
 export interface CustomerNamespaceDeps {
   store: StateStore;
@@ -20,6 +21,7 @@ export interface CustomerNamespaceDeps {
   evidence: EvidenceSink;
   staffTokens: StaffTokens;
   grace: GraceTimers;
+  otp: OneTimeCodeFlow;
   log: Logger;
 }
 
@@ -131,6 +133,8 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
       await calls.end(sessionId, 'customer', 'customer_hangup');
       return { state: (await store.getSession(sessionId))!.state };
     });
+
+    handle(socket, 'otp:submit', slog, async ({ code }) => deps.otp.submit(sessionId, calls.require(sessionId).tellerId, code));
 
     registerMediaHandlers(socket, 'customer', async () => sessionId, calls, slog);
 

@@ -140,6 +140,24 @@ export const decideSchema = z
     path: ['reason'],
   });
 
+/** Six digits; spaces the customer types between groups are dropped. */
+export const otpCodeSchema = z
+  .string()
+  .max(32)
+  .transform((c) => c.replace(/\s+/g, ''))
+  .pipe(z.string().regex(/^[0-9]{6}$/, 'six digits'));
+
+export const COSIGN_VERDICTS = ['cosign', 'refuse'] as const;
+export const cosignSchema = z
+  .object({
+    sessionId: z.string().uuid(),
+    verdict: z.enum(COSIGN_VERDICTS),
+    /** Required when refusing: the teller and the auditor must learn why. */
+    note: z.string().trim().max(500).optional(),
+  })
+  .strict()
+  .refine((c) => c.verdict === 'cosign' || (c.note?.length ?? 0) > 0, { message: 'say why you refuse', path: ['note'] });
+
 export interface TransportOptions {
   id: string;
   iceParameters: unknown;
@@ -184,6 +202,14 @@ export const clientMessages = {
   'liveness:start': z.object({}).strict(),
   // teller, during a call: capture the ID document the customer holds up, with what the teller saw on it
   'document:capture': z.object({ checklist: documentChecklistSchema }).strict(),
+  // teller, during a call: the server issues a one-time code and hands it to the bank's system
+  'otp:send': z.object({}).strict(),
+  // customer, during a call: the code the customer received from the bank
+  'otp:submit': z.object({ code: otpCodeSchema }).strict(),
+  // supervisor: the decisions waiting for a co-signature
+  'cosign:list': z.object({}).strict(),
+  // supervisor: co-sign or refuse a teller's approval under dual control
+  'cosign:decide': cosignSchema,
 } as const;
 
 export type ClientMessageName = keyof typeof clientMessages;
@@ -207,7 +233,36 @@ export interface ClientAckData {
   'call:decide': DecisionResult;
   'liveness:start': LivenessView;
   'document:capture': DocumentCaptureResult;
+  'otp:send': { challengeId: string; expiresAt: number };
+  'otp:submit': OtpResult;
+  'cosign:list': { pending: PendingDecision[] };
+  'cosign:decide': DecisionResult;
 }
+
+export const OTP_RESULTS = ['verified', 'wrong', 'expired', 'locked', 'no_code'] as const;
+export const otpResultSchema = z.object({ result: z.enum(OTP_RESULTS), attemptsLeft: z.number().int().min(0) });
+export type OtpResult = z.infer<typeof otpResultSchema>;
+
+/** A teller's approval waiting for a supervisor under dual control, with what the supervisor needs to judge it. */
+export const pendingDecisionSchema = z.object({
+  sessionId: z.string(),
+  businessType: businessTypeSchema,
+  /** The bank's reference, masked (the supervisor does not need the full number). */
+  customerRef: z.string(),
+  amount: z.object({ value: z.string(), currency: z.string() }).nullable(),
+  tellerId: z.string(),
+  tellerScope: z.string(),
+  reason: z.string(),
+  note: z.string().nullable(),
+  decidedAt: z.number(),
+  /** The identity evidence and the recording the record will carry. */
+  evidence: z.record(z.string(), z.unknown()),
+  /** Where the supervisor can watch the recording (staff-authenticated; null: the call has no recording). */
+  recordingUrl: z.string().nullable(),
+});
+export type PendingDecision = z.infer<typeof pendingDecisionSchema>;
+
+export const cosignClosedSchema = z.object({ sessionId: z.string(), verdict: z.enum(COSIGN_VERDICTS), supervisorId: z.string() });
 
 export interface DocumentCaptureResult {
   /** The still the server took from its own copy of the video, by SHA-256 (in the blob store). */
@@ -217,13 +272,21 @@ export interface DocumentCaptureResult {
   documentFace: { matchesReference: boolean; distanceToReference: number; matchesLive: boolean | null; distanceToLive: number | null } | null;
 }
 
-export interface DecisionResult {
-  state: SessionState;
-  decision: Decision;
-  /** The record's id (JWT jti) and its entry in the ledger. */
-  recordId: string;
-  ledgerIndex: number;
-}
+export const decisionResultSchema = z.object({
+  sessionId: z.string(),
+  state: sessionStateSchema,
+  decision: decisionSchema,
+  /** `awaiting_cosign`: dual control applies and a supervisor must co-sign before the record is issued. */
+  status: z.enum(['issued', 'awaiting_cosign']),
+  /** The record's id (JWT jti) and its entry in the ledger, once issued. */
+  recordId: z.string().nullable(),
+  ledgerIndex: z.number().int().nullable(),
+  /** The call's recording as the record names it (null: none could be made; that is evidence). */
+  recording: z.object({ sha256: z.string(), durationMs: z.number() }).nullable(),
+  /** Under dual control, once answered: who co-signed or refused. */
+  supervisorId: z.string().nullable(),
+});
+export type DecisionResult = z.infer<typeof decisionResultSchema>;
 
 export type ClientToServerEvents = {
   [E in ClientMessageName]: (payload: ClientMessage<E>, ack: AckFn<ClientAckData[E]>) => void;
@@ -291,7 +354,7 @@ export const newProducerSchema = z.object({ producerId: z.string(), kind: mediaK
 export const callEndedSchema = z.object({
   callId: z.string(),
   sessionId: z.string(),
-  reason: z.enum(['customer_hangup', 'teller_hangup', 'peer_lost', 'server_shutdown', 'failed']),
+  reason: z.enum(['customer_hangup', 'teller_hangup', 'decided', 'peer_lost', 'server_shutdown', 'failed']),
 });
 export type CallEnded = z.infer<typeof callEndedSchema>;
 
@@ -348,6 +411,8 @@ export const identityStatusSchema = z.object({
   reason: z.enum(['checking', 'no_reference_photo', 'engine_unavailable', 'no_customer_video']),
 });
 
+export const otpRequestedSchema = z.object({ expiresAt: z.number() });
+
 export type ServerToClientEvents = {
   'session:info': (info: SessionInfo) => void;
   'queue:position': (pos: QueuePosition) => void;
@@ -365,6 +430,16 @@ export type ServerToClientEvents = {
   'identity:guidance': (g: { code: z.infer<typeof guidanceCodeSchema> | null }) => void;
   /** Customer: the liveness challenge to perform now (null: none). */
   'liveness:prompt': (p: { challenge: ChallengeView | null }) => void;
+  /** Customer: the bank has sent a one-time code to the registered phone or e-mail; type it in. */
+  'otp:requested': (r: z.infer<typeof otpRequestedSchema>) => void;
+  /** Teller: the customer's attempt at the one-time code (the result only, never the code). */
+  'otp:status': (r: OtpResult) => void;
+  /** Supervisor: a decision now waits for co-signing. */
+  'cosign:pending': (d: PendingDecision) => void;
+  /** Supervisor: a pending decision was co-signed or refused (by anyone). */
+  'cosign:closed': (c: z.infer<typeof cosignClosedSchema>) => void;
+  /** Teller: the supervisor's answer to the teller's approval. */
+  'decision:final': (r: DecisionResult) => void;
   /** A message the server could not take and that had no acknowledgement to answer through. */
   'protocol:error': (err: ProtocolError & { event?: string }) => void;
 };
@@ -373,4 +448,4 @@ export type ServerToClientEvents = {
 export const customerAuthSchema = z.object({ token: z.string().min(1).max(512) }).strict();
 export const staffAuthSchema = z.object({ token: z.string().min(1).max(4096) }).strict();
 
-export const NAMESPACES = { customer: '/customer', teller: '/teller' } as const;
+export const NAMESPACES = { customer: '/customer', teller: '/teller', supervisor: '/supervisor' } as const;

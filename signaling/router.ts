@@ -156,6 +156,19 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
     });
   }
 
+  /**
+   * Moves a decided session's decision on (its recording stored, the supervisor's co-signature, the
+   * record issued) under the routing lock, so two answers cannot race. `update` may throw to refuse.
+   */
+  async updateDecision(sessionId: string, update: (s: SessionRecord, d: SessionDecision) => Promise<SessionDecision>): Promise<SessionRecord> {
+    return this.locked(async () => {
+      const s = await this.requireSession(sessionId);
+      if (!s.decision) throw new RoutingError('not_found', 'this session has no decision');
+      const decision = await update(s, s.decision);
+      return this.store.updateSession(sessionId, (x) => ({ ...x, decision }));
+    });
+  }
+
   async markReconnecting(sessionId: string, actor: string): Promise<void> {
     await this.locked(async () => {
       const s = await this.requireSession(sessionId);

@@ -6,13 +6,18 @@ import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
 import type { MediaWorkerPool } from '../media/worker-pool.ts';
 import { CallCoordinator, sessionRoom, tellerRoom, type CallIdentityDeps } from './calls.ts';
+import type { CallRecordingDeps } from './call-recording.ts';
 import { setupCustomerNamespace } from './customer-namespace.ts';
 import { GraceTimers } from './grace.ts';
-import { NAMESPACES, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
+import { NAMESPACES, type ClientToServerEvents, type DecisionResult, type ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { setupTellerNamespace } from './teller-namespace.ts';
 import { toOffer, toTellerInfo } from './views.ts';
 import type { DecisionDeps } from './decisions.ts';
+import { OneTimeCodeFlow, type OneTimeCodeDeps } from './one-time-codes.ts';
+import { setupSupervisorNamespace, SUPERVISORS_ROOM } from './supervisor-namespace.ts';
+import type { AuthorizationPolicy } from '../src/authorization/policy.ts';
+import type { SessionRecord } from '../src/store/types.ts';
 
 export interface SignalingDeps {
   store: StateStore;
@@ -23,8 +28,16 @@ export interface SignalingDeps {
   reconnectGraceMs: number;
   /** Record issuance. */
   records: Pick<DecisionDeps, 'issueRecord'>;
+  /** The transaction policy: its `decisions` say when a supervisor co-signs and when a one-time code is needed. */
+  policy: AuthorizationPolicy;
+  /** Called once a session's verification record is issued (the bank's webhook). */
+  onRecordIssued?: (session: SessionRecord, result: DecisionResult) => void;
+  /** One-time codes and the webhooks that deliver them. */
+  oneTimeCodes: Pick<OneTimeCodeDeps, 'codes' | 'webhooks'>;
   /** The identity checks during calls (absent: calls run without them). */
   identity?: Omit<CallIdentityDeps, 'store'>;
+  /** Where calls are recorded (absent: calls are not recorded; the shipped server always records). */
+  recording?: CallRecordingDeps;
   log: Logger;
 }
 
@@ -47,6 +60,7 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
   });
   const customer = io.of(NAMESPACES.customer);
   const teller = io.of(NAMESPACES.teller);
+  const supervisor = io.of(NAMESPACES.supervisor);
   const calls = new CallCoordinator(
     deps.pool,
     router,
@@ -54,12 +68,39 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
     { customer, teller },
     log,
     deps.identity ? { ...deps.identity, store: deps.store } : undefined,
+    deps.recording,
   );
   const grace = new GraceTimers(deps.reconnectGraceMs);
 
-  setupCustomerNamespace(customer, { ...deps, calls, grace, log: log.child({ ns: 'customer' }) });
-  const decisions: DecisionDeps = { ...deps.records, router, evidence: deps.evidence, identityOf: (id) => calls.get(id)?.identity, log };
-  setupTellerNamespace(teller, { ...deps, calls, grace, decisions, log: log.child({ ns: 'teller' }) });
+  const otp = new OneTimeCodeFlow({
+    ...deps.oneTimeCodes,
+    store: deps.store,
+    policy: deps.policy,
+    toCustomer: (sessionId, expiresAt) => customer.to(sessionRoom(sessionId)).emit('otp:requested', { expiresAt }),
+    toTeller: (tellerId, result) => teller.to(tellerRoom(tellerId)).emit('otp:status', result),
+  });
+  const decisions: DecisionDeps = {
+    ...deps.records,
+    router,
+    store: deps.store,
+    evidence: deps.evidence,
+    policy: deps.policy,
+    identityOf: (id) => calls.get(id)?.identity,
+    oneTimeCodeOf: (id) => otp.status(id),
+    endCall: (sessionId, actor) => calls.end(sessionId, actor, 'decided'),
+    notify: {
+      pending: (d) => supervisor.to(SUPERVISORS_ROOM).emit('cosign:pending', d),
+      cosignClosed: (c) => supervisor.to(SUPERVISORS_ROOM).emit('cosign:closed', c),
+      issued: (session, result) => {
+        teller.to(tellerRoom(session.decision!.tellerId)).emit('decision:final', result);
+        deps.onRecordIssued?.(session, result);
+      },
+    },
+    log,
+  };
+  setupCustomerNamespace(customer, { ...deps, calls, grace, otp, log: log.child({ ns: 'customer' }) });
+  setupTellerNamespace(teller, { ...deps, calls, grace, decisions, otp, log: log.child({ ns: 'teller' }) });
+  setupSupervisorNamespace(supervisor, { ...deps, decisions, log: log.child({ ns: 'supervisor' }) });
 
   router.on('offer', (offer, session) => teller.to(tellerRoom(offer.tellerId)).emit('offer:new', toOffer(offer, session)));
   router.on('offerClosed', (offer) =>

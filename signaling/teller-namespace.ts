@@ -1,16 +1,17 @@
 import type { Namespace } from 'socket.io';
-import { hashCustomerToken } from '../src/auth/customer-tokens.ts';
 import type { StaffIdentity, StaffTokens } from '../src/auth/staff-tokens.ts';
+import { requireStaffHandshake } from './staff-auth.ts';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
 import { tellerRoom, type CallCoordinator } from './calls.ts';
 import type { GraceTimers } from './grace.ts';
-import { connectError, handle, SignalingError, type AppSocket } from './handlers.ts';
+import { handle, SignalingError, type AppSocket } from './handlers.ts';
 import { registerMediaHandlers } from './media-handlers.ts';
-import { staffAuthSchema, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
+import type { ClientToServerEvents, ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { toOffer, toTellerInfo } from './views.ts';
 import { decideCall, type DecisionDeps } from './decisions.ts';
+import type { OneTimeCodeFlow } from './one-time-codes.ts';
 
 export interface TellerNamespaceDeps {
   store: StateStore;
@@ -19,6 +20,7 @@ export interface TellerNamespaceDeps {
   staffTokens: StaffTokens;
   grace: GraceTimers;
   decisions: DecisionDeps;
+  otp: OneTimeCodeFlow;
   log: Logger;
 }
 
@@ -26,31 +28,7 @@ export interface TellerNamespaceDeps {
 export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerToClientEvents>, deps: TellerNamespaceDeps): void {
   const { store, router, calls, staffTokens, grace, decisions, log } = deps;
 
-  ns.use((socket, next) => {
-    authenticate(socket.handshake.auth)
-      .then((staff) => {
-        socket.data = { staff };
-        next();
-      })
-      .catch((err: Error & { data?: unknown }) => {
-        if (!err.data) log.error({ err }, 'teller handshake failed');
-        next(err.data ? err : connectError('internal', 'internal error'));
-      });
-  });
-
-  async function authenticate(auth: unknown): Promise<StaffIdentity> {
-    const parsed = staffAuthSchema.safeParse(auth);
-    if (!parsed.success) throw connectError('unauthorized', 'a staff token is required');
-    const result = await staffTokens.verify(parsed.data.token);
-    if (!result.ok) {
-      if (await store.findSessionByTokenHash(hashCustomerToken(parsed.data.token))) {
-        throw connectError('wrong_namespace', 'customer tokens are for the customer page, not the teller console');
-      }
-      throw connectError(result.error, result.error === 'token_expired' ? 'the sign-in has expired' : 'invalid staff token');
-    }
-    if (result.staff.role !== 'teller') throw connectError('forbidden', `role ${result.staff.role} cannot take calls`);
-    return result.staff;
-  }
+  requireStaffHandshake(ns, deps, ['teller'], 'teller console');
 
   ns.on('connection', (socket: AppSocket) => {
     const { staff } = socket.data as { staff: StaffIdentity };
@@ -111,6 +89,8 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     handle(socket, 'liveness:start', tlog, async () => calls.startLiveness(await callSession()));
 
     handle(socket, 'document:capture', tlog, async ({ checklist }) => calls.captureDocument(await callSession(), staff.id, checklist));
+
+    handle(socket, 'otp:send', tlog, async () => deps.otp.send(staff.id, await callSession()));
 
     registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
 

@@ -21,8 +21,11 @@ import { referencePhotoRoutes, uploadLimits } from './http/reference-photo.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { openServerLedger, type ServerLedger } from './ledger/server-ledger.ts';
 import { IdentityService } from './identity/service.ts';
+import { finalReason } from '../signaling/decisions.ts';
+import { createOneTimeCodes } from './otp/index.ts';
+import { openWebhookOutbox } from './webhooks/index.ts';
 import type { Logger } from './logger.ts';
-import { MemoryStore } from './store/memory.ts';
+import { openStore } from './store/index.ts';
 import type { StateStore } from './store/types.ts';
 
 const CLIENT_DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '../client-web/dist');
@@ -64,8 +67,11 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
 
   const ledger = await openServerLedger(config, log.child({ part: 'ledger' }));
   const evidence = ledger.evidence;
-  const store: StateStore = new MemoryStore();
+  const store: StateStore = await openStore(config, log.child({ part: 'store' }));
   const identity = new IdentityService(config, log.child({ part: 'identity' }));
+  // Undelivered webhooks left on disk by the last run resume here.
+  const webhooks = await openWebhookOutbox(config, evidence, log.child({ part: 'webhooks' }));
+  const oneTimeCodes = createOneTimeCodes(config, evidence, log.child({ part: 'otp' }));
   if (config.LIVENESS_CHALLENGE_TYPES) {
     log.warn({ challenges: config.LIVENESS_CHALLENGE_TYPES }, 'LIVENESS_CHALLENGE_TYPES is set: liveness challenges are predictable (tests only)');
   }
@@ -132,7 +138,19 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     staffTokens,
     reconnectGraceMs: config.RECONNECT_GRACE_MS,
     records: { issueRecord: (input) => ledger.issueRecord(input) },
+    policy: policy.policy,
+    oneTimeCodes: { codes: oneTimeCodes, webhooks },
+    onRecordIssued: (session, result) => {
+      const d = session.decision!;
+      webhooks
+        .enqueue(session.createdBy, {
+          type: 'session.decided',
+          data: { sessionId: session.id, customerRef: session.customerRef, decision: result.decision, reason: finalReason(d), record: d.record! },
+        })
+        .catch((err) => log.error({ err, sessionId: session.id }, 'the session.decided webhook could not be queued'));
+    },
     identity: { identity, ...(config.LIVENESS_CHALLENGE_TYPES ? { challengeTypes: config.LIVENESS_CHALLENGE_TYPES } : {}) },
+    recording: { blobs: identity.blobs, workDir: path.join(config.DATA_DIR, 'recording-work') },
     log: log.child({ part: 'signaling' }),
   });
 
@@ -175,6 +193,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       await http.close();
       media.close();
       await identity.close();
+      await webhooks.close();
       await store.close();
       await ledger.close();
       log.info('shut down');

@@ -4,7 +4,7 @@
  */
 import '../lib/base.css';
 import './customer.css';
-import type { CallEnded, CHALLENGE_TYPES, ErrorCode, GUIDANCE_CODES } from '../../signaling/protocol.ts';
+import type { CallEnded, CHALLENGE_TYPES, ErrorCode, GUIDANCE_CODES, OtpResult } from '../../signaling/protocol.ts';
 import { browserSupported, CallMedia } from '../lib/call.ts';
 import { byId, byTestId, exposeTestHook, formatWait, setText, showView } from '../lib/dom.ts';
 import { getLocalMedia, MediaAccessError, micLevel, stopStream } from '../lib/media.ts';
@@ -57,6 +57,7 @@ const CONNECT_ERRORS: Partial<Record<ErrorCode, { title: string; message: string
 const END_REASONS: Record<CallEnded['reason'], string> = {
   customer_hangup: 'You ended the call.',
   teller_hangup: 'The teller ended the call.',
+  decided: 'The teller has completed your identification. Thank you.',
   peer_lost: 'The connection was lost.',
   server_shutdown: 'The service was restarted. Please ask your bank for a new link.',
   failed: 'The call failed. Please ask your bank for a new link.',
@@ -199,7 +200,47 @@ function start(): void {
     el.dataset.challenge = challenge?.type ?? '';
     setText(el, challenge ? CHALLENGE_TEXT[challenge.type] : '');
   });
+  listen(s, 'otp:requested', () => {
+    const form = byTestId('otp');
+    form.hidden = false;
+    byTestId('otp-result').hidden = true;
+    byTestId<HTMLInputElement>('otp-code').value = '';
+    byTestId<HTMLInputElement>('otp-code').focus();
+  });
   listen(s, 'protocol:error', (err) => console.warn('videoteller: protocol error', err));
+}
+
+const OTP_TEXT: Record<OtpResult['result'], string> = {
+  verified: 'Thank you, the code is confirmed.',
+  wrong: 'That code is not right. Please check it and try again.',
+  expired: 'The code has expired. Please ask the teller for a new one.',
+  locked: 'Too many wrong codes. Please ask the teller for a new one.',
+  no_code: 'There is no code to confirm right now.',
+};
+
+byId<HTMLFormElement>('otp').addEventListener('submit', (e) => {
+  e.preventDefault();
+  void submitCode();
+});
+
+async function submitCode(): Promise<void> {
+  const result = byTestId('otp-result');
+  const code = byTestId<HTMLInputElement>('otp-code').value.replace(/\s+/g, '');
+  if (!/^[0-9]{6}$/.test(code)) {
+    setText(result, 'The code has six digits.');
+    result.hidden = false;
+    return;
+  }
+  if (!socket) return;
+  try {
+    const res = await request(socket, 'otp:submit', { code });
+    result.dataset.result = res.result;
+    setText(result, res.result === 'wrong' ? `${OTP_TEXT.wrong} (${res.attemptsLeft} tries left)` : OTP_TEXT[res.result]);
+    if (res.result === 'verified') byTestId('otp').dataset.verified = 'true';
+  } catch (err) {
+    setText(result, `The code could not be checked: ${(err as Error).message}`);
+  }
+  result.hidden = false;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ export function languageLabel(code: string): string {
  * Read-only: the page state and the call's RTP statistics.
  */
 export interface TestHook {
-  page: 'customer' | 'teller';
+  page: 'customer' | 'teller' | 'supervisor' | 'compliance';
   state(): string;
   stats(): Promise<CallStats | null>;
 }

@@ -10,6 +10,11 @@ import {
   callEndedSchema,
   callStartSchema,
   challengeViewSchema,
+  cosignClosedSchema,
+  decisionResultSchema,
+  otpRequestedSchema,
+  otpResultSchema,
+  pendingDecisionSchema,
   guidanceCodeSchema,
   identityReportSchema,
   identityStatusSchema,
@@ -48,6 +53,11 @@ export const serverMessages: { [E in ServerEventName]: z.ZodType<ServerMessage<E
   'identity:liveness': livenessViewSchema,
   'identity:guidance': z.object({ code: guidanceCodeSchema.nullable() }),
   'liveness:prompt': z.object({ challenge: challengeViewSchema.nullable() }),
+  'otp:requested': otpRequestedSchema,
+  'otp:status': otpResultSchema,
+  'cosign:pending': pendingDecisionSchema,
+  'cosign:closed': cosignClosedSchema,
+  'decision:final': decisionResultSchema,
   'protocol:error': protocolErrorSchema.extend({ event: z.string().optional() }),
 };
 
@@ -55,6 +65,9 @@ export const serverMessages: { [E in ServerEventName]: z.ZodType<ServerMessage<E
 const ackSchemas: { [E in ClientMessageName]?: z.ZodType<ClientAckData[E]> } = {
   'queue:join': queuePositionSchema,
   'liveness:start': livenessViewSchema,
+  'call:decide': decisionResultSchema,
+  'cosign:decide': decisionResultSchema,
+  'otp:submit': otpResultSchema,
 };
 
 const ackEnvelopeSchema = z.union([
@@ -96,7 +109,7 @@ export interface ConnectOptions {
 }
 
 /** Connects to a namespace of the page's own origin. */
-export function connect(namespace: '/customer' | '/teller', opts: ConnectOptions): AppSocket {
+export function connect(namespace: '/customer' | '/teller' | '/supervisor', opts: ConnectOptions): AppSocket {
   return io(namespace, {
     auth: (cb) => cb({ token: opts.token() }),
     // WebSocket first; long-polling stays as the fallback for proxies that block upgrades.

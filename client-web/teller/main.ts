@@ -4,15 +4,13 @@
  */
 import '../lib/base.css';
 import './teller.css';
-import { z } from 'zod';
 import {
-  businessTypeSchema,
   DECISION_REASONS,
   DOCUMENT_CHECKS,
-  languageSchema,
-  protocolErrorSchema,
   type CallEnded,
   type Decision,
+  type DecisionResult,
+  type OtpResult,
   type DecisionReason,
   type ErrorCode,
   type IdentityReport,
@@ -24,22 +22,10 @@ import {
 import { CallMedia } from '../lib/call.ts';
 import { BUSINESS_TYPE_LABELS, byId, byTestId, exposeTestHook, formatDuration, languageLabel, setText, showView } from '../lib/dom.ts';
 import { getLocalMedia, stopStream } from '../lib/media.ts';
+import { setupStaffLogin, type StaffLogin } from '../lib/staff-login.ts';
 import { connect, connectErrorOf, listen, request, RequestError, type AppSocket } from '../lib/socket.ts';
 
-const SESSION_KEY = 'videoteller.staff';
-
-const loginResponseSchema = z.object({
-  token: z.string().min(1),
-  /** Epoch ms. */
-  expiresAt: z.number(),
-  staff: z.object({
-    id: z.string(),
-    displayName: z.string(),
-    role: z.string(),
-    skills: z.object({ businessTypes: z.array(businessTypeSchema), languages: z.array(languageSchema) }),
-  }),
-});
-type Login = z.infer<typeof loginResponseSchema>;
+type Login = StaffLogin;
 
 const STATE_LABELS: Record<TellerState, string> = {
   offline: 'Offline',
@@ -53,6 +39,7 @@ const STATE_LABELS: Record<TellerState, string> = {
 const END_REASONS: Record<CallEnded['reason'], string> = {
   customer_hangup: 'The customer hung up.',
   teller_hangup: 'You ended the call.',
+  decided: 'You decided: the call is closed and its recording stored.',
   peer_lost: 'The connection to the customer was lost.',
   server_shutdown: 'The server is shutting down.',
   failed: 'The call failed.',
@@ -89,6 +76,8 @@ let phase: 'login' | 'idle' | 'offer' | 'call' | 'wrap_up' = 'login';
 let ticker: number | undefined;
 /** The decision of the current call, once the server has issued its record. */
 let decided: Decision | undefined;
+/** A decision is on its way to the server (the call ends meanwhile). */
+let deciding = false;
 
 const availableButton = byTestId<HTMLButtonElement>('available');
 const acceptButton = byTestId<HTMLButtonElement>('accept');
@@ -111,52 +100,11 @@ function setBanner(text: string | undefined): void {
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
-function stored(): Login | undefined {
-  try {
-    const parsed = loginResponseSchema.safeParse(JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null'));
-    return parsed.success && parsed.data.expiresAt > Date.now() + 10_000 ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-byId<HTMLFormElement>('login-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const username = byTestId<HTMLInputElement>('username').value.trim();
-  const password = byTestId<HTMLInputElement>('password').value;
-  const error = byTestId('login-error');
-  const button = byTestId<HTMLButtonElement>('login');
-  error.hidden = true;
-  if (!username || !password) {
-    error.textContent = 'Enter your username and password.';
-    error.hidden = false;
-    return;
-  }
-  button.disabled = true;
-  try {
-    const res = await fetch('/api/auth/login', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username, password }),
-    });
-    const body: unknown = await res.json().catch(() => undefined);
-    if (!res.ok) {
-      const err = z.object({ error: protocolErrorSchema }).safeParse(body);
-      error.dataset.code = err.success ? err.data.error.code : String(res.status);
-      throw new Error(res.status === 401 ? 'Wrong username or password.' : err.success ? err.data.error.message : `Sign-in failed (${res.status}).`);
-    }
-    const parsed = loginResponseSchema.safeParse(body);
-    if (!parsed.success) throw new Error('The server sent an unexpected answer.');
-    if (parsed.data.staff.role !== 'teller') throw new Error('This console is for tellers; your account cannot take calls.');
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify(parsed.data));
-    byTestId<HTMLInputElement>('password').value = '';
-    signedIn(parsed.data);
-  } catch (err) {
-    error.textContent = err instanceof TypeError ? 'Cannot reach the server.' : (err as Error).message;
-    error.hidden = false;
-  } finally {
-    button.disabled = false;
-  }
+const staffLogin = setupStaffLogin({
+  storageKey: 'videoteller.staff',
+  role: 'teller',
+  wrongRoleMessage: 'This console is for tellers; your account cannot take calls.',
+  onSignedIn: (l) => signedIn(l),
 });
 
 function signedIn(l: Login): void {
@@ -173,7 +121,7 @@ function signedIn(l: Login): void {
 }
 
 function signOut(message?: string): void {
-  sessionStorage.removeItem(SESSION_KEY);
+  staffLogin.signOut(message);
   call?.close();
   call = undefined;
   stopStream(localStream);
@@ -189,9 +137,6 @@ function signOut(message?: string): void {
   byId('state').hidden = true;
   setText(byId('me'), '');
   setBanner(undefined);
-  const error = byTestId('login-error');
-  error.hidden = !message;
-  error.textContent = message ?? '';
   showView('view-login');
 }
 byId('logout').addEventListener('click', () => signOut());
@@ -267,6 +212,10 @@ function openSocket(token: string): void {
   listen(s, 'identity:report', (r) => showIdentityReport(r));
   listen(s, 'identity:liveness', (v) => showLiveness(v));
   listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason]));
+  listen(s, 'otp:status', (r) => showOtpStatus(r.result === 'wrong' ? `${OTP_STATUS_TEXT.wrong} ${r.attemptsLeft} tries left.` : OTP_STATUS_TEXT[r.result], r.result));
+  listen(s, 'decision:final', (res) => {
+    if (decided) showDecision(res);
+  });
   listen(s, 'protocol:error', (err) => console.warn('videoteller: protocol error', err));
 }
 
@@ -346,6 +295,7 @@ async function startCall(peerName: string): Promise<void> {
   // A reconnect restarts the media of the same call: keep what was decided and measured.
   if (phase !== 'call') {
     resetDecision();
+    resetOtp();
     resetIdentity();
   }
   offer = undefined;
@@ -585,18 +535,74 @@ async function decide(decision: Decision): Promise<void> {
   }
   approveButton.disabled = true;
   rejectButton.disabled = true;
+  // The decision ends the call (its recording is stored first): keep the form visible through wrap-up.
+  deciding = true;
   try {
     const res = await request(socket, 'call:decide', { decision, reason, ...(note ? { note } : {}) });
     decided = res.decision;
-    result.dataset.decision = res.decision;
-    setText(result, `${res.decision === 'approved' ? 'Approved' : 'Rejected'}: record ${res.recordId} signed (ledger entry ${res.ledgerIndex}).`);
+    showDecision(res);
   } catch (err) {
     approveButton.disabled = false;
     rejectButton.disabled = false;
     setText(result, `Could not record the decision: ${err instanceof RequestError ? `${err.message} (${err.code})` : (err as Error).message}`);
+    result.hidden = false;
+  } finally {
+    deciding = false;
+    render();
+  }
+}
+
+/** The decision's outcome: the record, or waiting for a supervisor's co-signature (and later its answer). */
+function showDecision(res: DecisionResult): void {
+  const result = byTestId('decision-result');
+  result.dataset.decision = res.decision;
+  result.dataset.status = res.status;
+  const recording = res.recording ? ` Recording ${res.recording.sha256.slice(0, 12)}… (${Math.round(res.recording.durationMs / 1000)} s).` : ' No recording could be stored.';
+  if (res.status === 'awaiting_cosign') {
+    setText(result, `Approved: waiting for a supervisor to co-sign (dual control).${recording}`);
+  } else {
+    const by = res.supervisorId ? ` ${res.decision === 'approved' ? 'Co-signed' : 'Refused'} by supervisor ${res.supervisorId}.` : '';
+    setText(result, `${res.decision === 'approved' ? 'Approved' : 'Rejected'}:${by} record ${res.recordId} signed (ledger entry ${res.ledgerIndex}).${recording}`);
   }
   result.hidden = false;
 }
+// ---------------------------------------------------------------------------------------------
+// One-time code: the server issues it, the bank's system delivers it, the customer types it.
+
+const OTP_STATUS_TEXT: Record<OtpResult['result'], string> = {
+  verified: 'The customer confirmed the code.',
+  wrong: 'The customer typed a wrong code.',
+  expired: 'The code expired: send a new one.',
+  locked: 'Too many wrong codes: send a new one.',
+  no_code: 'No code is waiting.',
+};
+
+function showOtpStatus(text: string, result?: OtpResult['result']): void {
+  const el = byTestId('otp-status');
+  el.dataset.result = result ?? '';
+  setText(el, text);
+  el.hidden = false;
+}
+
+function resetOtp(): void {
+  const el = byTestId('otp-status');
+  el.hidden = true;
+  el.dataset.result = '';
+  byTestId<HTMLButtonElement>('otp-send').disabled = false;
+}
+
+byTestId('otp-send').addEventListener('click', () => {
+  if (!socket) return;
+  const button = byTestId<HTMLButtonElement>('otp-send');
+  button.disabled = true;
+  request(socket, 'otp:send', {})
+    .then(({ expiresAt }) => showOtpStatus(`Code sent through the bank; valid until ${new Date(expiresAt).toLocaleTimeString()}.`, 'no_code'))
+    .catch((err) => showOtpStatus(`The code could not be sent: ${err instanceof RequestError ? `${err.message} (${err.code})` : (err as Error).message}`))
+    .finally(() => {
+      button.disabled = false;
+    });
+});
+
 approveButton.addEventListener('click', () => void decide('approved'));
 rejectButton.addEventListener('click', () => void decide('rejected'));
 
@@ -647,7 +653,8 @@ function render(): void {
     setText(byTestId('offer-priority'), String(offer.priority));
   }
   byTestId('call').hidden = phase !== 'call';
-  byTestId('decision').hidden = phase !== 'call' && !(phase === 'wrap_up' && decided);
+  // After the call the last decision stays in view (its record, or the supervisor's answer) until the next call.
+  byTestId('decision').hidden = phase !== 'call' && !decided && !deciding;
   byTestId('identity').hidden = phase !== 'call';
   byTestId('wrap-up').hidden = phase !== 'wrap_up';
   byTestId('idle').hidden = phase !== 'idle';
@@ -677,6 +684,6 @@ function tick(): void {
   }
 }
 
-const existing = stored();
+const existing = staffLogin.stored();
 if (existing) signedIn(existing);
 else showView('view-login');

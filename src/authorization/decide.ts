@@ -25,6 +25,7 @@ export const DENIAL_CODES = [
   'liveness_required',
   'document_required',
   'recording_required',
+  'one_time_code_required',
   'record_too_old',
   'amount_missing',
   'amount_not_allowed',
@@ -97,7 +98,10 @@ export function evaluate(policy: AuthorizationPolicy, request: AuthorizationRequ
     if (tx.requires.document && ev.document?.captured !== true) {
       deny('document_required', ev.document ? 'the record says the ID document was not captured' : 'the record has no ID document, one is required');
     }
-    if (tx.requires.recording && !ev.recordingSha256) deny('recording_required', 'the record references no recording of the call, one is required');
+    if (tx.requires.recording && !ev.recording) deny('recording_required', 'the record references no recording of the call, one is required');
+    if (tx.requires.oneTimeCode && ev.oneTimeCode?.result !== 'verified') {
+      deny('one_time_code_required', ev.oneTimeCode ? `the one-time code was ${ev.oneTimeCode.result}, a verified code is required` : 'the record has no one-time code check, one is required');
+    }
 
     const ageS = Math.floor(now.getTime() / 1000) - claims.iat;
     if (ageS > tx.maxRecordAgeS) deny('record_too_old', `the record was issued ${ageS} s ago; ${request.transactionType} accepts records up to ${tx.maxRecordAgeS} s old`);

@@ -58,7 +58,14 @@ export const transactionPolicySchema = z
     /** The record's businessType must be one of these. */
     businessTypes: z.array(businessTypeSchema).min(1),
     requires: z
-      .object({ faceMatch: z.boolean(), liveness: z.boolean(), document: z.boolean(), recording: z.boolean() })
+      .object({
+        faceMatch: z.boolean(),
+        liveness: z.boolean(),
+        document: z.boolean(),
+        recording: z.boolean(),
+        /** The customer typed the one-time code the bank delivered (possession of the registered phone or e-mail). */
+        oneTimeCode: z.boolean().default(false),
+      })
       .strict(),
     /** Seconds since the record was issued (iat); the record's own exp applies as well. */
     maxRecordAgeS: z.number().int().positive().max(10 * 365 * 86_400),
@@ -87,9 +94,23 @@ export const transactionPolicySchema = z
   });
 export type TransactionPolicy = z.infer<typeof transactionPolicySchema>;
 
+/**
+ * What the call's decision needs, per business type of the session (the teller decides before
+ * any transaction is presented): a supervisor's co-signature (dual control; `above` compares the
+ * amount the bank's system declared when it created the session) and a one-time code.
+ */
+export const decisionRuleSchema = z
+  .object({
+    dualControl: dualControlSchema.default('never'),
+    oneTimeCode: z.boolean().default(false),
+  })
+  .strict();
+export type DecisionRule = z.infer<typeof decisionRuleSchema>;
+
 export const policySchema = z
   .object({
     version: z.literal(1),
+    decisions: z.partialRecord(businessTypeSchema, decisionRuleSchema).default({}),
     transactionTypes: z
       .record(transactionTypeSchema, transactionPolicySchema)
       .refine((t) => Object.keys(t).length > 0, 'at least one transaction type'),
@@ -102,6 +123,25 @@ export interface LoadedPolicy {
   file: string;
   /** SHA-256 of the file as read: logged with every answer, so an audit knows which policy decided. */
   sha256: string;
+}
+
+const NO_RULE: DecisionRule = { dualControl: 'never', oneTimeCode: false };
+
+/** The decision rule of a business type (none in the file: no co-signature, no code). */
+export function decisionRuleFor(policy: AuthorizationPolicy, businessType: string): DecisionRule {
+  return (Object.hasOwn(policy.decisions, businessType) ? policy.decisions[businessType as keyof typeof policy.decisions] : undefined) ?? NO_RULE;
+}
+
+/**
+ * Whether a teller's approval needs a supervisor: always, never, or when the session's declared
+ * amount is above the threshold of its currency. A declared amount in a currency the rule has no
+ * threshold for needs one (fail closed).
+ */
+export function needsDualControl(rule: DecisionRule, amount: { value: string; currency: string } | undefined): boolean {
+  if (rule.dualControl === 'always') return true;
+  if (rule.dualControl === 'never' || !amount) return false;
+  const threshold = rule.dualControl.above[amount.currency];
+  return threshold === undefined || parseAmount(amount.value) > parseAmount(threshold);
 }
 
 /** Validates a policy already parsed from YAML/JSON; throws ConfigError naming `source` and the field. */

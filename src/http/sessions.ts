@@ -12,6 +12,7 @@ import { maskId } from '../logger.ts';
 import type { StateStore } from '../store/types.ts';
 import { requireApiKey } from './auth.ts';
 import { HttpError, parseInput } from './errors.ts';
+import { amountStringSchema, currencySchema } from '../authorization/policy.ts';
 import { assertJsonBesidesPhoto, base64PhotoSchema, intakeReferencePhoto, jsonWithPhotoBodyLimit, recordReferencePhoto } from './reference-photo.ts';
 
 export const createSessionBodySchema = z
@@ -23,6 +24,8 @@ export const createSessionBodySchema = z
     customerRef: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits and . _ : - only, at most 64'),
     /** The registered ID photo, base64 of a JPEG or PNG (or later: PUT /api/sessions/:id/reference-photo). */
     referencePhoto: base64PhotoSchema.optional(),
+    /** The amount at stake, where the business has one: the policy's dual-control thresholds compare it. */
+    amount: z.object({ value: amountStringSchema, currency: currencySchema }).strict().optional(),
   })
   .strict();
 
@@ -77,7 +80,14 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       sessionId: id,
       type: 'session.created',
       actor: `api:${req.apiKeyId}`,
-      payload: { businessType: body.businessType, language: body.language, priority: body.priority, customerRef: body.customerRef, tokenExpiresAt: expiresAt },
+      payload: {
+        businessType: body.businessType,
+        language: body.language,
+        priority: body.priority,
+        customerRef: body.customerRef,
+        tokenExpiresAt: expiresAt,
+        ...(body.amount ? { amount: body.amount } : {}),
+      },
     });
     if (photo) await recordReferencePhoto(evidence, id, photo.photo, `api:${req.apiKeyId}`);
     const timer = setTimeout(() => {
@@ -109,7 +119,20 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
       endReason: s.endReason ?? null,
       tellerId: s.tellerId ?? null,
       reference: s.reference ? { sha256: s.reference.sha256, detectionScore: s.reference.detectionScore } : null,
-      decision: s.decision ? { decision: s.decision.decision, reason: s.decision.reason, decidedAt: s.decision.decidedAt, recordId: s.decision.recordId } : null,
+      amount: s.amount ?? null,
+      decision: s.decision
+        ? {
+            // Final once the record is issued (a supervisor may have refused the teller's approval).
+            decision: s.decision.record ? (s.decision.cosign?.verdict === 'refuse' ? 'rejected' : s.decision.decision) : null,
+            status: s.decision.status,
+            tellerDecision: s.decision.decision,
+            reason: s.decision.reason,
+            decidedAt: s.decision.decidedAt,
+            dualControl: s.decision.dualControl,
+            supervisorId: s.decision.cosign?.supervisorId ?? null,
+            recordId: s.decision.recordId ?? null,
+          }
+        : null,
     };
   });
 
@@ -122,6 +145,10 @@ export async function sessionRoutes(app: FastifyInstance, opts: SessionRoutesOpt
     const s = await store.getSession(id);
     if (!s || s.createdBy !== req.apiKeyId) throw new HttpError(404, 'not_found', 'no such session');
     if (!s.decision) throw new HttpError(409, 'invalid_state', `the session is ${s.state}, not decided: it has no record`);
+    if (!s.decision.record) {
+      const why = s.decision.status === 'awaiting_cosign' ? 'waits for a supervisor to co-sign' : 'is being finished (the recording is stored first)';
+      throw new HttpError(409, 'invalid_state', `the decision ${why}: no record yet`);
+    }
     return reply.header('cache-control', 'private, no-store').send(s.decision.record);
   });
 }

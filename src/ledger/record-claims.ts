@@ -39,7 +39,22 @@ export const evidenceSummarySchema = z
       })
       .strict()
       .optional(),
-    recordingSha256: sha256Hex.optional(),
+    /** The call's recording (its `recording.stored` entry): the blob's hash, size, duration and time range (epoch ms). */
+    recording: z
+      .object({
+        sha256: sha256Hex,
+        bytes: z.number().int().positive(),
+        durationMs: z.number().int().nonnegative(),
+        startedAt: z.number().int().nonnegative(),
+        endedAt: z.number().int().nonnegative(),
+      })
+      .strict()
+      .optional(),
+    /** The one-time code the bank delivered: whether the customer typed it (never the code). */
+    oneTimeCode: z
+      .object({ result: z.enum(['verified', 'wrong', 'expired', 'locked', 'no_code']), attempts: z.number().int().min(0).max(100) })
+      .strict()
+      .optional(),
   })
   .strict();
 export type EvidenceSummary = z.infer<typeof evidenceSummarySchema>;
@@ -55,8 +70,23 @@ export const recordInputSchema = z
     tellerId: id,
     /** The approving teller's business scope (consult_only, account_queries, full_service). */
     tellerScope: z.string().regex(/^[a-z][a-z_]{0,31}$/).optional(),
-    /** The supervisor who co-signed, when dual control applied. */
+    /** The supervisor who co-signed (or refused), when dual control applied. */
     supervisorId: id.optional(),
+    /** Each person's decision as its own ledger entry (the teller's `decision.made`, the supervisor's `decision.cosigned`/`decision.cosign_refused`). */
+    approvals: z
+      .array(
+        z
+          .object({
+            role: z.enum(['teller', 'supervisor']),
+            staffId: id,
+            decision: z.enum(['approved', 'rejected', 'cosigned', 'refused']),
+            at: z.number().int().nonnegative(),
+            entryIndex: z.number().int().nonnegative(),
+          })
+          .strict(),
+      )
+      .max(4)
+      .optional(),
     evidence: evidenceSummarySchema,
   })
   .strict();

@@ -100,6 +100,11 @@ export const otpInputSchema = z
   .transform((s) => s.replace(/\s+/g, ''))
   .pipe(z.string().regex(/^[0-9]{6}$/));
 
+export interface OtpStatus {
+  result: 'verified' | 'wrong' | 'expired' | 'locked' | 'no_code';
+  attempts: number;
+}
+
 export class OneTimeCodes {
   private readonly ttlMs: number;
   private readonly maxAttempts: number;
@@ -188,6 +193,22 @@ export class OneTimeCodes {
     }
     this.log.info({ sessionId, challengeId: outcome.challengeId, result: outcome.result, attemptsLeft: outcome.attemptsLeft }, 'one-time code checked');
     return outcome;
+  }
+
+  /**
+   * Where the session's code stands, for the decision and the record (never the code): verified,
+   * locked, expired, 'wrong' (tried, not yet right) or 'no_code' (not typed yet). Undefined: no
+   * code was ever issued in this session.
+   */
+  async status(sessionId: string): Promise<OtpStatus | undefined> {
+    this.checkSession(sessionId);
+    const now = this.now();
+    return this.store.update<OtpStatus | undefined>(sessionId, this.retentionMs, (cur) => {
+      if (!cur?.challengeId) return { result: undefined };
+      if (cur.status !== 'open') return { result: { result: cur.status, attempts: cur.attempts } };
+      if (now >= cur.expiresAt) return { result: { result: 'expired' as const, attempts: cur.attempts } };
+      return { result: { result: cur.attempts > 0 ? ('wrong' as const) : ('no_code' as const), attempts: cur.attempts } };
+    });
   }
 
   async forget(sessionId: string): Promise<void> {

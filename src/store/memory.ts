@@ -12,6 +12,7 @@ export class MemoryStore implements StateStore {
   private readonly tellers = new Map<string, TellerRecord>();
   private readonly offers = new Map<string, OfferRecord>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly indexes = new Map<string, Set<string>>();
 
   async createSession(s: SessionRecord): Promise<void> {
     if (this.sessions.has(s.id)) throw new Error(`session ${s.id} exists`);
@@ -48,6 +49,20 @@ export class MemoryStore implements StateStore {
 
   async queuedSessionIds(): Promise<string[]> {
     return [...this.queue];
+  }
+
+  async addToIndex(name: string, sessionId: string): Promise<void> {
+    let index = this.indexes.get(name);
+    if (!index) this.indexes.set(name, (index = new Set()));
+    index.add(sessionId);
+  }
+
+  async removeFromIndex(name: string, sessionId: string): Promise<boolean> {
+    return this.indexes.get(name)?.delete(sessionId) ?? false;
+  }
+
+  async indexMembers(name: string): Promise<string[]> {
+    return [...(this.indexes.get(name) ?? [])];
   }
 
   async putTeller(t: TellerRecord): Promise<void> {

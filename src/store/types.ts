@@ -1,5 +1,5 @@
 import type { BusinessType, Decision, DecisionReason, Language, OfferState, SessionState, TellerState } from '../../signaling/protocol.ts';
-import type { RecordBundle } from '../ledger/record-claims.ts';
+import type { EvidenceSummary, RecordBundle } from '../ledger/record-claims.ts';
 import type { StaffSkills } from '../auth/staff-directory.ts';
 
 /**
@@ -17,6 +17,8 @@ export interface SessionRecord {
   priority: number;
   /** The bank's customer reference. Evidence carries it; logs mask it. */
   customerRef: string;
+  /** The amount the bank's system declared for the business (decides dual control above thresholds). */
+  amount?: { value: string; currency: string };
   state: SessionState;
   createdAt: number;
   /** When the session first entered the queue; kept across offer timeouts so it keeps its place. */
@@ -54,9 +56,24 @@ export interface SessionDecision {
   decision: Decision;
   reason: DecisionReason;
   tellerId: string;
+  tellerScope: string;
   decidedAt: number;
-  recordId: string;
-  record: RecordBundle;
+  /** The teller's note (evidence keeps it; the supervisor sees it; the record does not carry it). */
+  note?: string;
+  /** Ledger index of the teller's `decision.made` entry. */
+  entryIndex: number;
+  /** A supervisor must co-sign before the record is issued. */
+  dualControl: boolean;
+  /**
+   * `finishing`: the call is ending and its recording being stored; `awaiting_cosign`: waiting for a
+   * supervisor; `issued`: the record is signed (final).
+   */
+  status: 'finishing' | 'awaiting_cosign' | 'issued';
+  /** What the record will carry (identity summary, one-time code, recording once stored). */
+  evidence: EvidenceSummary;
+  cosign?: { supervisorId: string; verdict: 'cosign' | 'refuse'; at: number; entryIndex: number; note?: string };
+  recordId?: string;
+  record?: RecordBundle;
 }
 
 export interface TellerRecord {
@@ -112,6 +129,14 @@ export interface StateStore {
   updateOffer(id: string, update: (o: OfferRecord) => OfferRecord): Promise<OfferRecord>;
 
   /**
+   * Named sets of session ids that several nodes must see alike (e.g. `cosign`: decisions waiting for
+   * a supervisor). Adding is idempotent; removing answers true only to the call that removed it.
+   */
+  addToIndex(name: string, sessionId: string): Promise<void>;
+  removeFromIndex(name: string, sessionId: string): Promise<boolean>;
+  indexMembers(name: string): Promise<string[]>;
+
+  /**
    * Runs fn while holding a named lock (one routing pass at a time across all nodes). Not
    * re-entrant. The lock is released when fn settles, also when it throws. A store may bound the
    * wait: it then throws LockTimeoutError without running fn.
@@ -160,5 +185,13 @@ export class StoreDataError extends Error {
   constructor(readonly what: string, readonly id: string, detail: string) {
     super(`stored ${what} ${id} is malformed: ${detail}`);
     this.name = 'StoreDataError';
+  }
+}
+
+/** A read-modify-write kept losing to other writers of the same record; nothing was written. */
+export class StoreConflictError extends Error {
+  constructor(readonly what: string, readonly id: string, readonly rounds: number) {
+    super(`${what} ${id}: gave up after ${rounds} conflicting writes`);
+    this.name = 'StoreConflictError';
   }
 }

@@ -8,7 +8,7 @@ export class SocketClients {
   private readonly sockets: Client[] = [];
   constructor(private readonly url: () => string) {}
 
-  open(ns: '/customer' | '/teller', token: unknown): Client {
+  open(ns: '/customer' | '/teller' | '/supervisor', token: unknown): Client {
     const socket: Client = connect(`${this.url()}${ns}`, {
       auth: token === undefined ? {} : { token },
       transports: ['websocket'],

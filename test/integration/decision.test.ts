@@ -12,6 +12,8 @@ import { next, outcome, request, SocketClients } from '../helpers/socket.ts';
 
 let server: TestServer;
 const clients = new SocketClients(() => server.url);
+/** No one-time code and no dual control for consultations (config/policy.yaml `decisions`). */
+const CONSULTATION = { businessType: 'consultation', language: 'en', priority: 0, customerRef: 'CUST-0001' };
 
 beforeAll(async () => {
   server = await startTestServer();
@@ -32,7 +34,7 @@ function callInProgress(who: [string, string] = ['alice', 'alice-demo-pass'], bo
 
 describe('deciding a call issues a verification record', () => {
   it('approves once, and the bank system gets a record any JOSE library verifies with the JWKS', async () => {
-    const { teller, customer, sessionId } = await callInProgress();
+    const { teller, customer, sessionId } = await callInProgress(undefined, CONSULTATION);
     expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(409);
 
     // Bad decisions are typed errors; the customer cannot decide at all.
@@ -41,12 +43,15 @@ describe('deciding a call issues a verification record', () => {
     expect(await request(teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'x'.repeat(501) })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
     expect(await request(customer, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
 
-    const decided = await request<{ state: string; decision: string; recordId: string; ledgerIndex: number }>(teller, 'call:decide', {
+    // The decision ends the call: both sides are told, and the ack comes once the record is issued.
+    const customerEnded = next(customer, 'call:ended');
+    const decided = await request<{ state: string; decision: string; status: string; recordId: string; ledgerIndex: number; recording: unknown }>(teller, 'call:decide', {
       decision: 'approved',
       reason: 'identity_verified',
       note: 'passport checked',
     });
-    expect(decided).toMatchObject({ ok: true, data: { state: 'decided', decision: 'approved' } });
+    expect(decided).toMatchObject({ ok: true, data: { sessionId, state: 'ended', decision: 'approved', status: 'issued', recording: null, supervisorId: null } });
+    expect(await customerEnded).toMatchObject({ sessionId, reason: 'decided' });
     if (!decided.ok) return;
     // Once only.
     expect(await request(teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'changed my mind' })).toMatchObject({
@@ -69,11 +74,15 @@ describe('deciding a call issues a verification record', () => {
       sessionId,
       sub: sessionId,
       customerRef: 'CUST-0001',
-      businessType: 'corporate_account_opening',
+      businessType: 'consultation',
       tellerId: 't-alice', // the staff id in the demo directory
+      tellerScope: 'full_service',
       jti: decided.data.recordId,
       ledgerIndex: decided.data.ledgerIndex,
     });
+    // Only the teller's own approval: a consultation needs no co-signature.
+    expect(payload.approvals).toEqual([{ role: 'teller', staffId: 't-alice', decision: 'approved', at: expect.any(Number), entryIndex: expect.any(Number) }]);
+    expect(payload.supervisorId).toBeUndefined();
 
     // The project's verifier: signature, entry, inclusion proof, checkpoint.
     const verified = await verifyRecord(record, { keys: jwks, origin: server.app.config.LEDGER_ORIGIN });
@@ -81,15 +90,20 @@ describe('deciding a call issues a verification record', () => {
 
     // The session shows the decision; the evidence has it, with the teller's note.
     const session = (await (await api(`/api/sessions/${sessionId}`)).json()) as { state: string; decision: { decision: string; recordId: string } };
-    expect(session).toMatchObject({ state: 'decided', decision: { decision: 'approved', recordId: decided.data.recordId } });
+    expect(session).toMatchObject({ state: 'ended', endReason: 'decided', decision: { decision: 'approved', status: 'issued', dualControl: false, recordId: decided.data.recordId } });
     const entries = await server.app.ledger.entriesOf(sessionId);
-    expect(entries.find((e) => e.type === 'decision.made')?.payload).toMatchObject({ decision: 'approved', reason: 'identity_verified', note: 'passport checked' });
+    const made = entries.find((e) => e.type === 'decision.made')!;
+    expect(made.payload).toMatchObject({ decision: 'approved', reason: 'identity_verified', note: 'passport checked', dualControl: false });
+    expect(payload.approvals).toMatchObject([{ entryIndex: made.index }]);
     expect(entries.find((e) => e.type === 'record.issued')?.index).toBe(record.index);
+    // No media was sent in this signaling-only call: the recorder says so in the evidence, before the call's end.
+    const types = entries.map((e) => e.type);
+    expect(entries.find((e) => e.type === 'recording.failed')?.payload).toMatchObject({ code: 'empty' });
+    expect(types.indexOf('recording.failed')).toBeLessThan(types.indexOf('call.ended'));
+    expect(types.indexOf('call.ended')).toBeLessThan(types.indexOf('record.issued'));
 
-    // Hanging up after the decision ends the session; the record stays.
-    const ended = next(customer, 'call:ended');
-    expect(await request(teller, 'call:hangup', {})).toMatchObject({ ok: true, data: { state: 'ended' } });
-    await ended;
+    // The call is over: hanging up again is refused, the record stays.
+    expect(await request(teller, 'call:hangup', {})).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
     expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(200);
   });
 
@@ -99,8 +113,11 @@ describe('deciding a call issues a verification record', () => {
     expect(refused).toMatchObject({ ok: false, error: { code: 'forbidden' } });
     expect((refused as { error: { message: string } }).error.message).toMatch(/account_queries.*corporate_account_opening/);
     expect((await api(`/api/sessions/${corporate.sessionId}/record`)).status).toBe(409);
-    expect(await request(corporate.teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'needs a full-service teller' })).toMatchObject({ ok: true });
-    await request(corporate.teller, 'call:hangup', {});
+    // A rejection needs neither scope nor co-signature: its record is issued at once.
+    expect(await request(corporate.teller, 'call:decide', { decision: 'rejected', reason: 'other', note: 'needs a full-service teller' })).toMatchObject({
+      ok: true,
+      data: { decision: 'rejected', status: 'issued' },
+    });
     clients.closeAll();
 
     const wealth = await callInProgress(['dana', 'dana-demo-pass'], { businessType: 'wealth_product', language: 'en', priority: 0, customerRef: 'CUST-W' });
@@ -148,5 +165,117 @@ describe('deciding a call issues a verification record', () => {
     expect(await outcome(customer)).toEqual({ connected: true });
     expect(await request(customer, 'offer:accept', { offerId: 'x' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
     expect(await request(customer, 'no:such:event', {})).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+  });
+});
+
+describe('dual control: a supervisor co-signs above the policy threshold', () => {
+  const LARGE_WEALTH = { businessType: 'wealth_product', language: 'en', priority: 0, customerRef: 'CUST-W2', amount: { value: '300000.00', currency: 'EUR' } };
+
+  async function supervisorSocket() {
+    const s = clients.open('/supervisor', await loginStaff(server.url, 'sam', 'sam-demo-pass'));
+    expect(await outcome(s)).toEqual({ connected: true });
+    return s;
+  }
+
+  it('waits for the supervisor, who sees it with its evidence and co-signs; the record names both approvals', async () => {
+    const supervisor = await supervisorSocket();
+    const { teller, sessionId } = await callInProgress(['alice', 'alice-demo-pass'], LARGE_WEALTH);
+    const pending = next(supervisor, 'cosign:pending');
+    const decided = await request(teller, 'call:decide', { decision: 'approved', reason: 'identity_verified', note: 'large purchase' });
+    expect(decided).toMatchObject({ ok: true, data: { sessionId, decision: 'approved', status: 'awaiting_cosign', recordId: null, ledgerIndex: null } });
+    expect(await pending).toMatchObject({
+      sessionId,
+      businessType: 'wealth_product',
+      tellerId: 't-alice',
+      tellerScope: 'full_service',
+      amount: { value: '300000.00', currency: 'EUR' },
+      note: 'large purchase',
+      recordingUrl: null,
+    });
+    expect((await pending).customerRef).not.toBe('CUST-W2'); // masked
+    expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(409);
+    expect(await request(supervisor, 'cosign:list', {})).toMatchObject({ ok: true, data: { pending: [{ sessionId }] } });
+
+    // Bad or misplaced answers are typed errors and write nothing.
+    const before = server.app.ledger.ledger.size;
+    expect(await request(supervisor, 'cosign:decide', { sessionId: 'not-a-uuid', verdict: 'cosign' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(supervisor, 'cosign:decide', { sessionId, verdict: 'maybe' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(supervisor, 'cosign:decide', { sessionId, verdict: 'refuse' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(supervisor, 'cosign:decide', { sessionId, verdict: 'cosign', extra: 1 })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await request(supervisor, 'cosign:decide', { sessionId: '00000000-0000-4000-8000-000000000000', verdict: 'cosign' })).toMatchObject({
+      ok: false,
+      error: { code: 'not_found' },
+    });
+    expect(await request(teller, 'cosign:decide', { sessionId, verdict: 'cosign' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(server.app.ledger.ledger.size).toBe(before);
+
+    const final = next(teller, 'decision:final');
+    const closed = next(supervisor, 'cosign:closed');
+    const cosigned = await request(supervisor, 'cosign:decide', { sessionId, verdict: 'cosign' });
+    expect(cosigned).toMatchObject({ ok: true, data: { sessionId, decision: 'approved', status: 'issued', supervisorId: 's-sam' } });
+    expect(await final).toMatchObject({ sessionId, decision: 'approved', status: 'issued', supervisorId: 's-sam' });
+    expect(await closed).toEqual({ sessionId, verdict: 'cosign', supervisorId: 's-sam' });
+    expect(await request(supervisor, 'cosign:decide', { sessionId, verdict: 'cosign' })).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
+    expect(await request(supervisor, 'cosign:list', {})).toMatchObject({ ok: true, data: { pending: [] } });
+
+    const record = (await (await api(`/api/sessions/${sessionId}/record`)).json()) as { jws: string };
+    const { payload } = await jwtVerify(record.jws, createLocalJWKSet(await (await fetch(`${server.url}/.well-known/jwks.json`)).json()));
+    const entries = await server.app.ledger.entriesOf(sessionId);
+    const cosignEntry = entries.find((e) => e.type === 'decision.cosigned')!;
+    expect(cosignEntry).toMatchObject({ actor: 's-sam', payload: { verdict: 'cosign', tellerId: 't-alice' } });
+    expect(payload).toMatchObject({
+      decision: 'approved',
+      tellerId: 't-alice',
+      supervisorId: 's-sam',
+      approvals: [
+        { role: 'teller', staffId: 't-alice', decision: 'approved', entryIndex: entries.find((e) => e.type === 'decision.made')!.index },
+        { role: 'supervisor', staffId: 's-sam', decision: 'cosigned', entryIndex: cosignEntry.index },
+      ],
+    });
+  });
+
+  it("a supervisor's refusal (with a note) makes the record a rejection", async () => {
+    const supervisor = await supervisorSocket();
+    const { teller, sessionId } = await callInProgress(['alice', 'alice-demo-pass'], { ...LARGE_WEALTH, customerRef: 'CUST-W3' });
+    expect(await request(teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: true, data: { status: 'awaiting_cosign' } });
+    const refused = await request(supervisor, 'cosign:decide', { sessionId, verdict: 'refuse', note: 'source of funds unclear' });
+    expect(refused).toMatchObject({ ok: true, data: { decision: 'rejected', status: 'issued', supervisorId: 's-sam' } });
+    const record = (await (await api(`/api/sessions/${sessionId}/record`)).json()) as { jws: string };
+    const { payload } = await jwtVerify(record.jws, createLocalJWKSet(await (await fetch(`${server.url}/.well-known/jwks.json`)).json()));
+    expect(payload).toMatchObject({ decision: 'rejected', reason: 'cosign_refused', supervisorId: 's-sam', approvals: [{ decision: 'approved' }, { decision: 'refused' }] });
+    const entries = await server.app.ledger.entriesOf(sessionId);
+    expect(entries.find((e) => e.type === 'decision.cosign_refused')?.payload).toMatchObject({ note: 'source of funds unclear' });
+  });
+
+  it('below the threshold, or for a rejection, no co-signature is asked', async () => {
+    const small = await callInProgress(['alice', 'alice-demo-pass'], { ...LARGE_WEALTH, customerRef: 'CUST-W4', amount: { value: '1000', currency: 'EUR' } });
+    expect(await request(small.teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: true, data: { status: 'issued' } });
+    clients.closeAll();
+    const large = await callInProgress(['alice', 'alice-demo-pass'], { ...LARGE_WEALTH, customerRef: 'CUST-W5' });
+    expect(await request(large.teller, 'call:decide', { decision: 'rejected', reason: 'customer_withdrew' })).toMatchObject({ ok: true, data: { status: 'issued', decision: 'rejected' } });
+  });
+
+  it('only supervisors open the supervisor namespace', async () => {
+    const teller = clients.open('/supervisor', await loginStaff(server.url, 'alice', 'alice-demo-pass'));
+    expect(await outcome(teller)).toMatchObject({ connected: false, code: 'forbidden' });
+    const { customerToken } = await createSession(server);
+    const customer = clients.open('/supervisor', customerToken);
+    expect(await outcome(customer)).toMatchObject({ connected: false, code: 'wrong_namespace' });
+    const nobody = clients.open('/supervisor', 'not-a-token');
+    expect(await outcome(nobody)).toMatchObject({ connected: false, code: 'token_invalid' });
+    // A supervisor cannot take calls.
+    const sam = clients.open('/teller', await loginStaff(server.url, 'sam', 'sam-demo-pass'));
+    expect(await outcome(sam)).toMatchObject({ connected: false, code: 'forbidden' });
+  });
+
+  it('refuses a session amount that is not a decimal string with a currency', async () => {
+    for (const amount of [{ value: 300000, currency: 'EUR' }, { value: '1e6', currency: 'EUR' }, { value: '100', currency: 'euro' }, { value: '100' }, { value: '-5', currency: 'EUR' }]) {
+      const res = await fetch(`${server.url}/api/sessions`, {
+        method: 'POST',
+        headers: { 'x-api-key': server.apiKey, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...LARGE_WEALTH, amount }),
+      });
+      expect(res.status, JSON.stringify(amount)).toBe(400);
+    }
   });
 });

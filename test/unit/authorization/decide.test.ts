@@ -17,7 +17,7 @@ const policy = parsePolicy(
     transactionTypes: {
       corporate_account_opening: {
         businessTypes: ['corporate_account_opening'],
-        requires: { faceMatch: true, liveness: true, document: true, recording: true },
+        requires: { faceMatch: true, liveness: true, document: true, recording: true, oneTimeCode: true },
         maxRecordAgeS: 3600,
         dualControl: 'always',
         approverScopes: ['full_service'],
@@ -62,7 +62,8 @@ function claims(over: Partial<RecordClaims> = {}): RecordClaims {
       faceMatch: { score: 0.9, decision: 'match', threshold: 0.45 },
       liveness: { outcome: 'passed', challenges: 3 },
       document: { captured: true, type: 'passport', imageSha256: SHA },
-      recordingSha256: SHA,
+      recording: { sha256: SHA, bytes: 550_000, durationMs: 4000, startedAt: NOW_S * 1000 - 70_000, endedAt: NOW_S * 1000 - 66_000 },
+      oneTimeCode: { result: 'verified', attempts: 1 },
     },
     iss: 'videoteller.local/ledger',
     sub: '11111111-1111-4111-8111-111111111111',
@@ -153,8 +154,17 @@ describe('evaluate: each rule alone', () => {
   });
 
   it('requires a recording', () => {
-    const { recordingSha256: _r, ...ev } = claims().evidence;
+    const { recording: _r, ...ev } = claims().evidence;
     expect(codes(evaluate(policy, opening, ok({ evidence: ev }), NOW))).toEqual(['recording_required']);
+  });
+
+  it('requires the one-time code where the policy asks for it', () => {
+    const ev = claims().evidence;
+    const { oneTimeCode: _o, ...without } = ev;
+    expect(codes(evaluate(policy, opening, ok({ evidence: without }), NOW))).toEqual(['one_time_code_required']);
+    expect(codes(evaluate(policy, opening, ok({ evidence: { ...ev, oneTimeCode: { result: 'locked', attempts: 5 } } }), NOW))).toEqual(['one_time_code_required']);
+    // large_transfer does not ask for it.
+    expect(codes(evaluate(policy, transfer('10'), ok({ evidence: without }), NOW))).toEqual([]);
   });
 
   it('does not require what the policy does not ask for', () => {
@@ -268,6 +278,7 @@ describe('evaluate: every failing rule at once', () => {
       'liveness_required',
       'document_required',
       'recording_required',
+      'one_time_code_required',
       'record_too_old',
       'approver_scope_not_allowed',
       'dual_control_missing',

@@ -26,8 +26,10 @@ const input: RecordInput = {
     faceMatch: { score: 0.87, decision: 'match', threshold: 0.6 },
     liveness: { outcome: 'passed', challenges: 2 },
     document: { captured: true, type: 'passport', imageSha256: 'a'.repeat(64) },
-    recordingSha256: 'b'.repeat(64),
+    recording: { sha256: 'b'.repeat(64), bytes: 550_000, durationMs: 4000, startedAt: 1_790_000_000_000, endedAt: 1_790_000_004_000 },
+    oneTimeCode: { result: 'verified', attempts: 1 },
   },
+  approvals: [{ role: 'teller', staffId: 'alice', decision: 'approved', at: 1_790_000_004_000, entryIndex: 3 }],
 };
 
 let tmp: ReturnType<typeof tempDir>;
@@ -112,7 +114,7 @@ describe('issuing a verification record', () => {
     const deps = { ledger, keyRing, ttlSeconds: 60 };
     await expect(issueRecord(deps, { ...input, decision: 'maybe' as 'approved' })).rejects.toThrow(EntryInputError);
     await expect(issueRecord(deps, { ...input, evidence: { document: { captured: true, image: 'AAAA' } } as never })).rejects.toThrow(EntryInputError);
-    await expect(issueRecord(deps, { ...input, evidence: { recordingSha256: 'not-a-hash' } })).rejects.toThrow('recordingSha256');
+    await expect(issueRecord(deps, { ...input, evidence: { recording: { ...input.evidence.recording!, sha256: 'not-a-hash' } } })).rejects.toThrow('recording');
     await expect(issueRecord({ ...deps, ttlSeconds: 0 }, input)).rejects.toThrow(RangeError);
   });
 });
