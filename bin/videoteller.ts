@@ -4,6 +4,7 @@
  *   videoteller verify DIR          audit a whole ledger directory with only the public keys
  *   videoteller verify --database-url URL   the same for a PostgreSQL ledger
  *   videoteller verify-record FILE  check a record: signature, claims, entry, inclusion, checkpoint
+ *   videoteller verify-bundle FILE  check a session's evidence bundle: entries, proofs, checkpoint, record, blobs
  *
  * Exit status: 0 everything holds, 1 a problem was found, 2 usage or I/O error.
  */
@@ -17,6 +18,7 @@ import { DEFAULT_SCHEMA, SCHEMA_RE } from '../src/ledger/postgres/schema.ts';
 import { ed25519Thumbprint, keysFromJwks, type LedgerPublicKey } from '../src/ledger/keys.ts';
 import { nodeEd25519Verify, nodeSha256 } from '../src/ledger/node-crypto.ts';
 import { parseVerifierKey } from '../src/ledger/note.ts';
+import { verifyBundle, type BundleReport } from '../src/ledger/bundle.ts';
 import { verifyRecord, type AuditReport } from '../src/ledger/verify.ts';
 
 const USAGE = `usage:
@@ -42,6 +44,14 @@ const USAGE = `usage:
       --keys FILE            the JWKS (default: $DATA_DIR/keys/jwks.json)
       --origin ORIGIN        the expected log origin
       --at TIME              check expiry at this ISO 8601 time instead of now
+  videoteller verify-bundle FILE [options]
+      Checks a session's evidence bundle (GET /api/compliance/sessions/:id/bundle) offline: every
+      entry's inclusion under the signed checkpoint, the checkpoint's signature, the record's
+      signature and that its entry is in the log, every blob's SHA-256 against the entries.
+      --trusted-key FILE     the bank's public keys, obtained independently (a JWKS or verifier
+                             keys); alias --jwks. Without it only the keys inside the bundle are
+                             used, which proves the bundle is consistent, not who made it.
+      --origin ORIGIN        the expected log origin
   Every command takes --json (machine-readable output on stdout).
 `;
 
@@ -333,6 +343,85 @@ async function verifyRecordCommand(args: string[]): Promise<number> {
   return res.ok ? 0 : 1;
 }
 
+function printBundleReport(file: string, r: BundleReport, trustedSource: string | undefined): void {
+  const mark = (ok: boolean) => (ok ? 'ok  ' : 'FAIL');
+  const m = r.manifest;
+  out(`bundle       ${file}: session ${r.sessionId || '?'}, ${r.entries.length} entries, origin ${r.origin || '?'}${m ? `, made ${m.createdAt} by ${m.createdBy}` : ''}`);
+  const bundled = m ? 'jwks.json inside the bundle' : '-';
+  if (trustedSource) {
+    out(`keys         trusted keys from ${trustedSource} (the bundle's own ${bundled} were not relied on)`);
+  } else {
+    out(`keys         ${bundled} ONLY: this proves the bundle is internally consistent, not who made it;`);
+    out(`             pass --trusted-key with the bank's published JWKS to prove its origin`);
+  }
+  const cp = r.checkpoint;
+  out(
+    `checkpoint   ${mark(cp.ok)} ${cp.ok ? `size ${cp.size}, root ${cp.rootHash}, signed by ${cp.signedBy.join(', ')} (${cp.keys === 'trusted' ? 'trusted key' : 'bundled key'})` : cp.problem?.message ?? ''}`,
+  );
+  out('entries');
+  for (const e of r.entries) {
+    out(`  ${mark(e.ok)} #${String(e.index).padEnd(8)} ${(e.time ?? '-').padEnd(24)} ${(e.type ?? '?').padEnd(28)} ${e.actor ?? ''}${e.problem ? `\n         ${e.problem.kind}: ${e.problem.message}` : ''}`);
+  }
+  if (r.record) {
+    const rec = r.record;
+    out(
+      rec.ok
+        ? `record       ok   ${rec.jti}: ${rec.decision} by ${rec.tellerId}, JWS signed by ${rec.kid}; its entry #${rec.index} is in the log; its checkpoint (size ${rec.checkpointSize}) is consistent with the bundle's`
+        : `record       FAIL ${rec.problem?.kind}: ${rec.problem?.message}`,
+    );
+  } else {
+    out('record       none in the bundle');
+  }
+  if (r.blobs.length) out('blobs');
+  for (const b of r.blobs) {
+    out(`  ${mark(b.ok)} ${b.kind.padEnd(15)} ${b.sha256} ${b.bytes !== undefined ? `${b.bytes} bytes` : ''} named by #${b.entryIndex}${b.problem ? `\n         ${b.problem.kind}: ${b.problem.message}` : ''}`);
+  }
+  if (r.extraFiles.length) out(`extra files  ${r.extraFiles.join(', ')} (not in the manifest, not checked)`);
+  for (const p of r.problems.filter((x) => x.index === undefined && x.kind !== 'blob_missing' && !x.sha256)) {
+    if (p !== cp.problem && p !== r.record?.problem) out(`problem      ${p.kind}: ${p.message}`);
+  }
+  out(r.ok ? 'result       OK' : `result       FAILED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}; first: ${r.problems[0]!.kind}${r.problems[0]!.index !== undefined ? ` at entry ${r.problems[0]!.index}` : ''}`);
+}
+
+async function verifyBundleCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean', default: false },
+      'trusted-key': { type: 'string' },
+      jwks: { type: 'string' },
+      origin: { type: 'string' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('verify-bundle takes one file');
+  if (values['trusted-key'] && values.jwks) throw new UsageError('give --trusted-key or --jwks, not both');
+  const file = positionals[0]!;
+  const keysFile = values['trusted-key'] ?? values.jwks;
+  const trustedKeys = keysFile ? loadKeys(keysFile) : undefined;
+  if (trustedKeys && trustedKeys.length === 0) throw new UsageError(`${keysFile} holds no Ed25519 key`);
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  const report = await verifyBundle(bytes, {
+    ...(trustedKeys ? { trustedKeys } : {}),
+    ...(values.origin ? { origin: values.origin } : {}),
+    sha256: nodeSha256,
+    ed25519Verify: nodeEd25519Verify,
+  });
+  if (values.json) {
+    const { manifest: _m, ...rest } = report;
+    const entries = rest.entries.map(({ entry: _e, ...x }) => x);
+    out(JSON.stringify({ command: 'verify-bundle', file, trustedKeys: keysFile ? path.resolve(keysFile) : null, ...rest, entries }, null, 2));
+  } else {
+    printBundleReport(file, report, keysFile ? path.resolve(keysFile) : undefined);
+  }
+  return report.ok ? 0 : 1;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -341,6 +430,8 @@ export async function main(argv: string[]): Promise<number> {
         return await verifyCommand(rest);
       case 'verify-record':
         return await verifyRecordCommand(rest);
+      case 'verify-bundle':
+        return await verifyBundleCommand(rest);
       case 'help':
       case '--help':
       case '-h':

@@ -15,6 +15,7 @@ import type { Config } from './config.ts';
 import type { EvidenceSink } from './evidence.ts';
 import { authRoutes } from './http/auth.ts';
 import { authorizationRoutes, loadPolicy } from './http/authorizations.ts';
+import { complianceRoutes } from './http/compliance.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { referencePhotoRoutes, uploadLimits } from './http/reference-photo.ts';
@@ -122,6 +123,15 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   });
   await http.register(referencePhotoRoutes, { store, evidence, apiKeys, identity, limits: uploadLimits(config) });
   await ledger.registerRoutes(http, staffTokens);
+  await http.register(complianceRoutes, {
+    ledger: ledger.ledger,
+    keys: ledger.keyRing,
+    blobs: identity.blobs,
+    staffTokens,
+    recordOf: async (id) => (await store.getSession(id))?.decision?.record,
+    derivedDir: path.join(config.DATA_DIR, 'derived'),
+    log: log.child({ part: 'compliance' }),
+  });
   await http.register(authorizationRoutes, { apiKeys, ledger, policy });
   if (existsSync(CLIENT_DIST)) {
     await http.register(fastifyStatic, { root: CLIENT_DIST, prefix: '/', index: ['index.html'], redirect: true });
