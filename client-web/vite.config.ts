@@ -4,7 +4,7 @@ import { defineConfig } from 'vite';
 
 /**
  * The browser pages, built as a multi-page app: `customer/index.html` → /customer/,
- * `teller/index.html` → /teller/. The server (src/app.ts) serves client-web/dist at `/`.
+ * `teller/index.html` → /teller/, `compliance/index.html` → /compliance/. The server (src/app.ts) serves client-web/dist at `/`.
  *
  * `npx vite build --config client-web/vite.config.ts` builds; `npx vite --config client-web/vite.config.ts`
  * serves the pages with hot reload and proxies the API and socket.io to a server on VIDEOTELLER_URL
@@ -28,6 +28,7 @@ export default defineConfig({
       input: {
         customer: path.join(root, 'customer/index.html'),
         teller: path.join(root, 'teller/index.html'),
+        compliance: path.join(root, 'compliance/index.html'),
         supervisor: path.join(root, 'supervisor/index.html'),
       },
     },

@@ -40,6 +40,8 @@ export interface SessionSummary {
   decisionReason: string | null;
   decidedBy: string | null;
   decidedAt: string | null;
+  /** Dual control: the supervisor's answer to the teller's approval. */
+  cosign: { supervisorId: string; verdict: string; entryIndex: number } | null;
   record: { index: number; jti: string | null; kid: string | null } | null;
   recordings: SessionRecordingInfo[];
   recordingFailures: { code: string; entryIndex: number }[];
@@ -147,6 +149,7 @@ export class SessionIndex {
           decisionReason: null,
           decidedBy: null,
           decidedAt: null,
+          cosign: null,
           record: null,
           recordings: [],
           recordingFailures: [],
@@ -186,6 +189,10 @@ export class SessionIndex {
         sum.decidedAt = e.time;
         break;
       }
+      case 'decision.cosigned':
+      case 'decision.cosign_refused':
+        sum.cosign = { supervisorId: e.actor, verdict: str(p.verdict) ?? (e.type === 'decision.cosigned' ? 'cosign' : 'refuse'), entryIndex: index };
+        break;
       case 'record.issued': {
         const rec = (p.record ?? {}) as Record<string, unknown>;
         sum.record = { index, jti: str(rec.jti), kid: str(p.kid) };
