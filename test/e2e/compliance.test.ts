@@ -8,7 +8,8 @@
  * disk (with its frame CRC fixed, as someone who knows the format would), the page and
  * `videoteller verify-bundle` both show that entry failed and only that one.
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -193,6 +194,72 @@ describe('compliance replay of a real call', () => {
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
   }, 180_000);
 
+  it('serves the recording with ranges; a participant view is a stream copy of that participant\'s tracks; a changed recording byte in a bundle is found', async () => {
+    const carol = await loginStaff(server.url, 'carol', 'carol-demo-pass');
+    const auth = { authorization: `Bearer ${carol}` };
+    const stored = (await server.app.ledger.entriesOf(sessionId)).find((e) => e.type === 'recording.stored')!.payload as {
+      sha256: string;
+      bytes: number;
+      tracks: { participant: string; kind: string; codec: string }[];
+    };
+    const url = `${server.url}/api/compliance/sessions/${sessionId}/recording`;
+    const part = await fetch(url, { headers: { ...auth, range: 'bytes=100-1099' } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 100-1099/${stored.bytes}`);
+    expect((await part.arrayBuffer()).byteLength).toBe(1000);
+    const original = path.join(workDir, 'original.webm');
+    const whole = await fetch(url, { headers: auth });
+    expect(whole.headers.get('content-type')).toBe('video/webm');
+    writeFileSync(original, new Uint8Array(await whole.arrayBuffer()));
+    expect(createHash('sha256').update(readFileSync(original)).digest('hex')).toBe(stored.sha256);
+
+    for (const participant of ['customer', 'teller'] as const) {
+      const res = await fetch(`${url}?participant=${participant}`, { headers: auth });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-videoteller-derived')).toMatch(/not evidence/);
+      const view = path.join(workDir, `${participant}.webm`);
+      writeFileSync(view, new Uint8Array(await res.arrayBuffer()));
+      const wanted = stored.tracks.map((t, i) => ({ ...t, i })).filter((t) => t.participant === participant);
+      expect(wanted.length).toBeGreaterThan(0);
+      const streams = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,codec_type', '-of', 'json', view], { encoding: 'utf8' })).streams as { codec_name: string; codec_type: string }[];
+      expect(streams.map((x) => [x.codec_type, x.codec_name])).toEqual(wanted.map((t) => [t.kind, t.codec]));
+      // Stream copy: every packet of the view is the original's, same bytes, same spacing in time
+      // (framemd5 restarts its clock at each output's start, so times are compared relative to
+      // the first packet), and each stream starts where it starts in the original.
+      const packets = (file: string, stream: number) => {
+        const rows = execFileSync('ffmpeg', ['-v', 'error', '-i', file, '-map', `0:${stream}`, '-c', 'copy', '-f', 'framemd5', '-'], { encoding: 'utf8', maxBuffer: 64 << 20 })
+          .split('\n')
+          .filter((l) => l && !l.startsWith('#'))
+          .map((l) => l.split(',').map((x) => x.trim()));
+        const t0 = Number(rows[0]?.[2] ?? 0);
+        return rows.map((r) => `${Number(r[2]) - t0},${r[4]},${r[5]}`);
+      };
+      const startOf = (file: string, stream: number) =>
+        Number(execFileSync('ffprobe', ['-v', 'error', '-select_streams', String(stream), '-show_entries', 'stream=start_time', '-of', 'csv=p=0', file], { encoding: 'utf8' }).trim());
+      for (const [k, t] of wanted.entries()) {
+        const copied = packets(view, k);
+        expect(copied.length).toBeGreaterThan(10);
+        expect(copied).toEqual(packets(original, t.i));
+        expect(Math.abs(startOf(view, k) - startOf(original, t.i))).toBeLessThan(0.05);
+      }
+    }
+
+    // The bundle carries the recording; any changed byte of it is found.
+    const file = await downloadBundle('with-recording.tar');
+    const { readTar } = await import('../../src/ledger/tar.ts');
+    const tar = new Uint8Array(readFileSync(file));
+    const blob = readTar(tar).find((f) => f.name.startsWith(`blobs/${stored.sha256}`))!;
+    expect(blob.data.length).toBe(stored.bytes);
+    tar[blob.offset + Math.floor(stored.bytes / 2)]! ^= 0x01;
+    const changed = path.join(workDir, 'changed-recording.tar');
+    writeFileSync(changed, tar);
+    const r = cli('verify-bundle', changed);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`FAIL recording\\s+${stored.sha256}`));
+    expect(r.stdout).toMatch(/blob_mismatch/);
+    expect(r.stdout).not.toMatch(/FAIL #/);
+  }, 120_000);
+
   it('after one byte of an entry is changed on disk, the page and verify-bundle show that entry failed', async () => {
     const entries = await server.app.ledger.entriesOf(sessionId);
     const decision = entries.find((e) => e.type === 'decision.made')!;
@@ -233,5 +300,19 @@ describe('compliance replay of a real call', () => {
     expect(r.stdout).toMatch(new RegExp(`FAIL #${decision.index} `));
     expect(r.stdout.match(/FAIL #/g)).toHaveLength(1);
     expect(r.stdout).toMatch(new RegExp(`result\\s+FAILED: .*first: inclusion at entry ${decision.index}`));
+
+    // A recording damaged in the blob store is not served as evidence, and the page says so.
+    const rec = (await server.app.ledger.entriesOf(sessionId)).find((e) => e.type === 'recording.stored')!.payload as { sha256: string };
+    const blobFile = server.app.identity.blobs.pathFor(rec.sha256);
+    const bytes = readFileSync(blobFile);
+    bytes[bytes.length >> 1]! ^= 0x01;
+    writeFileSync(blobFile, bytes);
+    const carol = await loginStaff(server.url, 'carol', 'carol-demo-pass');
+    const res = await fetch(`${server.url}/api/compliance/sessions/${sessionId}/recording`, { headers: { authorization: `Bearer ${carol}` } });
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({ error: { code: 'conflict', reason: 'blob_corrupt' } });
+    await officer.reload();
+    await officer.waitForSelector(`${tid('verify-result')}:not([data-state="running"])`, { timeout: 60_000 });
+    expect(await officer.getAttribute(tid('verify-blob-recording'), 'data-state')).toBe('failed');
   }, 120_000);
 });
