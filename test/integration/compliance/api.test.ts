@@ -3,8 +3,11 @@
  * the ledger with filters and paging; every endpoint's bad input is a typed error that writes
  * nothing; only the compliance role gets in (tellers, supervisors, customers and API keys do not).
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifySessionEvidence } from '../../../src/ledger/bundle.ts';
+import type { FileLedger } from '../../../src/ledger/file-ledger.ts';
+import { FRAME_OVERHEAD, HEADER_BYTES, scanFrames } from '../../../src/ledger/segments.ts';
+import { verifyBundle, verifySessionEvidence } from '../../../src/ledger/bundle.ts';
 import { SessionIndex } from '../../../src/compliance/session-index.ts';
 import { callInProgress } from '../../helpers/call.ts';
 import { createSession, startTestServer, type TestServer } from '../../helpers/server.ts';
@@ -254,5 +257,44 @@ describe('roles: only compliance staff', () => {
     const cleared = await fetch(`${server.url}/api/compliance/media-cookie`, { method: 'DELETE', headers: bearer(carol) });
     expect(cleared.status).toBe(204);
     expect(cleared.headers.get('set-cookie')).toMatch(/Max-Age=0/);
+  });
+});
+
+// Last: this changes the ledger on disk.
+describe('an entry damaged on disk (its frame CRC no longer matches)', () => {
+  it('is served as unreadable, fails that entry only, in the API, the bundle and the page\'s check', async () => {
+    const entries = await server.app.ledger.entriesOf(ids.aliceRejected!);
+    const target = entries.find((e) => e.type === 'decision.made')!;
+    const ledger = server.app.ledger.ledger as FileLedger;
+    let changed = false;
+    for (const seg of ledger.segmentFiles()) {
+      const buf = readFileSync(seg);
+      for (const f of scanFrames(buf, HEADER_BYTES, 1 << 20).frames) {
+        if (!Buffer.from(f.payload).toString('utf8').includes(`"index":${target.index},`)) continue;
+        buf[f.offset + FRAME_OVERHEAD + 5]! ^= 0x01;
+        writeFileSync(seg, buf);
+        changed = true;
+      }
+    }
+    expect(changed).toBe(true);
+
+    const res = await get(server, `/api/compliance/sessions/${ids.aliceRejected}`, bearer(carol));
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { evidence: { entries: { index: number; bytes: string | null; unreadable?: string }[] } };
+    const served = body.evidence.entries.find((e) => e.index === target.index)!;
+    expect(served.bytes).toBeNull();
+    expect(served.unreadable).toMatch(/no longer read back intact/);
+    const report = await verifySessionEvidence(body.evidence);
+    expect(report.entries.filter((e) => !e.ok).map((e) => e.index)).toEqual([target.index]);
+    expect(report.entries.find((e) => e.index === target.index)!.problem!.kind).toBe('entry_unreadable');
+    // The record's own entry is intact, and still verifies.
+    expect(report.record).toMatchObject({ ok: true });
+
+    const tar = new Uint8Array(await (await get(server, `/api/compliance/sessions/${ids.aliceRejected}/bundle`, bearer(carol))).arrayBuffer());
+    const bundled = await verifyBundle(tar);
+    expect(bundled.ok).toBe(false);
+    expect(bundled.entries.filter((e) => !e.ok).map((e) => e.index)).toEqual([target.index]);
+    // Other sessions are untouched.
+    expect((await verifySessionEvidence(((await (await get(server, `/api/compliance/sessions/${ids.aliceApproved}`, bearer(carol))).json()) as { evidence: unknown }).evidence)).ok).toBe(true);
   });
 });
