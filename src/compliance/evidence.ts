@@ -15,7 +15,7 @@ import type { Jwks } from '../ledger/keys.ts';
 import { parseNote } from '../ledger/note.ts';
 import type { RecordBundle } from '../ledger/record-claims.ts';
 import { tarEnd, tarHeader, tarPadding } from '../ledger/tar.ts';
-import type { Ledger, LedgerEntry, SignedCheckpoint } from '../ledger/types.ts';
+import type { Ledger, LedgerEntry, SignedCheckpoint, StoredEntry } from '../ledger/types.ts';
 import type { VerifiedBlobs } from './blob-files.ts';
 import { isEntryDamage } from './session-index.ts';
 
@@ -54,17 +54,39 @@ export async function assembleEvidence(src: EvidenceSources, sessionId: string, 
 
   const entries: SessionEvidence['entries'] = [];
   const decoded: (LedgerEntry | null)[] = [];
-  for (const i of indexes) {
-    const proof = (await ledger.inclusionProof(i, cp.size)).map(toBase64);
+  // Contiguous runs are read in one call; a run with a damaged entry is read again one by one,
+  // so only that entry is reported unreadable.
+  for (let k = 0; k < indexes.length; ) {
+    let j = k + 1;
+    while (j < indexes.length && j - k < 1000 && indexes[j] === indexes[j - 1]! + 1) j++;
+    const run = indexes.slice(k, j);
+    let stored: (StoredEntry | Error)[];
     try {
-      const [stored] = await ledger.getEntries(i, i + 1);
-      entries.push({ index: i, bytes: toBase64(stored!.bytes), proof });
-      decoded.push(stored!.entry);
+      stored = await ledger.getEntries(run[0]!, run.at(-1)! + 1);
     } catch (err) {
       if (!isEntryDamage(err)) throw err;
-      entries.push({ index: i, bytes: null, proof, unreadable: (err as Error).message.slice(0, 500) });
-      decoded.push(null);
+      stored = [];
+      for (const i of run) {
+        try {
+          stored.push((await ledger.getEntries(i, i + 1))[0]!);
+        } catch (e) {
+          if (!isEntryDamage(e)) throw e;
+          stored.push(e as Error);
+        }
+      }
     }
+    for (const [n, i] of run.entries()) {
+      const proof = (await ledger.inclusionProof(i, cp.size)).map(toBase64);
+      const st = stored[n]!;
+      if (st instanceof Error) {
+        entries.push({ index: i, bytes: null, proof, unreadable: st.message.slice(0, 500) });
+        decoded.push(null);
+      } else {
+        entries.push({ index: i, bytes: toBase64(st.bytes), proof });
+        decoded.push(st.entry);
+      }
+    }
+    k = j;
   }
 
   // The record, with a consistency proof from the log it was issued in to this checkpoint.
