@@ -44,7 +44,8 @@ async function createSession(): Promise<{ sessionId: string; customerToken: stri
   const res = await fetch(`${server.url}/api/sessions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': server.apiKey },
-    body: JSON.stringify({ businessType: 'corporate_account_opening', language: 'en', priority: 0, customerRef: 'CUST-0001' }),
+    // A consultation: no one-time code and no co-signature (config/policy.yaml); e2e/identity.test.ts runs an account opening.
+    body: JSON.stringify({ businessType: 'consultation', language: 'en', priority: 0, customerRef: 'CUST-0001' }),
   });
   expect(res.status).toBe(201);
   const body = (await res.json()) as { sessionId: string; customerToken: string; joinUrl: string; expiresAt: number };
@@ -102,7 +103,7 @@ afterAll(async () => {
 });
 
 describe('a video call between the customer page and the teller console', () => {
-  it('connects both sides through mediasoup, shows real video both ways, and closes the router on hang-up', async () => {
+  it('connects both sides through mediasoup, shows real video both ways, records the call, and closes the router when the teller decides', async () => {
     const teller = await newPage('desktop');
     await tellerSignIn(teller);
     await screenshot(teller, 'teller-1-signed-in');
@@ -129,7 +130,7 @@ describe('a video call between the customer page and the teller console', () => 
     // The teller becomes available, gets the offer with its countdown, accepts.
     await teller.click(tid('available'));
     await teller.waitForSelector(tid('offer'), { state: 'visible' });
-    expect(await teller.textContent(tid('offer-business-type'))).toBe('Corporate account opening');
+    expect(await teller.textContent(tid('offer-business-type'))).toBe('Consultation');
     expect(await teller.textContent(tid('offer-language'))).toBe('English');
     expect(await teller.textContent(tid('offer-countdown'))).toMatch(/^\d+:\d\d$/);
     await screenshot(teller, 'teller-2-offer');
@@ -162,27 +163,33 @@ describe('a video call between the customer page and the teller console', () => 
     await screenshot(customer, 'customer-4-call');
     await screenshot(teller, 'teller-3-call');
 
-    // The teller approves: the server signs the verification record, which the bank's system fetches.
+    // The teller approves: the decision ends the call, the recording is stored, the server signs the
+    // verification record naming it, and the bank's system fetches the record.
     await teller.click(tid('approve'));
-    await teller.waitForSelector(`${tid('decision-result')}[data-decision="approved"]`);
+    await teller.waitForSelector(`${tid('decision-result')}[data-decision="approved"][data-status="issued"]`, { timeout: 30_000 });
     expect(await teller.textContent(tid('decision-result'))).toMatch(/record .* signed/);
+    await customer.waitForSelector(tid('call-ended'), { state: 'visible' });
+    await teller.waitForSelector(tid('call-ended'), { state: 'visible' });
+    expect(await customer.textContent('#ended-reason')).toMatch(/completed your identification/);
+    expect(await customer.isVisible(tid('connection-banner'))).toBe(false);
     const recordRes = await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } });
     expect(recordRes.status).toBe(200);
     const jwks = await (await fetch(`${server.url}/.well-known/jwks.json`)).json();
-    expect(await verifyRecord(await recordRes.json(), { keys: jwks, origin: server.app.config.LEDGER_ORIGIN })).toMatchObject({
-      ok: true,
-      claims: { decision: 'approved', sessionId, tellerId: 't-alice' },
-    });
+    const verified = await verifyRecord(await recordRes.json(), { keys: jwks, origin: server.app.config.LEDGER_ORIGIN });
+    expect(verified).toMatchObject({ ok: true, claims: { decision: 'approved', sessionId, tellerId: 't-alice' } });
     await screenshot(teller, 'teller-3b-approved');
-
-    // The customer hangs up: both pages show the end, the router closes.
-    await customer.click(tid('hangup'));
-    await customer.waitForSelector(tid('call-ended'), { state: 'visible' });
-    await teller.waitForSelector(tid('call-ended'), { state: 'visible' });
-    expect(await teller.textContent('#ended-reason')).toMatch(/customer hung up/);
-    expect(await customer.isVisible(tid('connection-banner'))).toBe(false);
     await screenshot(customer, 'customer-5-ended');
-    await screenshot(teller, 'teller-4-wrap-up');
+
+    // The recording: both participants' audio and video, stored by its SHA-256, named in the record.
+    const entries = await server.app.ledger.entriesOf(sessionId);
+    const stored = entries.find((e) => e.type === 'recording.stored');
+    expect(stored, JSON.stringify(entries.find((e) => e.type === 'recording.failed')?.payload)).toBeDefined();
+    const rec = stored!.payload as { sha256: string; durationMs: number; tracks: { participant: string; kind: string }[] };
+    expect(rec.tracks.map((t) => `${t.participant}/${t.kind}`).sort()).toEqual(['customer/audio', 'customer/video', 'teller/audio', 'teller/video']);
+    expect(rec.durationMs).toBeGreaterThan(1000);
+    expect(verified.ok && verified.claims.evidence.recording).toMatchObject({ sha256: rec.sha256, durationMs: rec.durationMs });
+    const file = await server.app.identity.blobs.get(rec.sha256); // verifies the digest
+    expect(file.subarray(0, 4)).toEqual(Buffer.from([0x1a, 0x45, 0xdf, 0xa3])); // EBML: WebM/Matroska
     await expect.poll(routersOpen, { timeout: 5000 }).toBe(0);
     const workers = await server.app.media.stats();
     expect(workers.reduce((n, w) => n + w.transports, 0)).toBe(0);

@@ -5,7 +5,12 @@
  * or a still picture of them (a printed photo held to the camera). The server taps the video
  * through mediasoup and ffmpeg, matches the face, issues the liveness challenges and judges them.
  *
- *  - moving: face match, liveness passed, the teller approves, the record carries both.
+ *  - moving: face match, liveness passed, ID document captured, the one-time code delivered by
+ *    the bank's system (signed webhook) and typed by the customer; the teller approves a corporate
+ *    account opening, a supervisor co-signs on the supervisor board after watching the recording,
+ *    the bank's system receives the record by webhook and gets an authorization; the same record
+ *    again, an edited record, and a consultation's record for an account opening are denied.
+ *  - a teller without the approval scope cannot approve in the console.
  *  - still:  face match, liveness failed, approval refused by the server, the teller rejects.
  */
 import { readFileSync, rmSync } from 'node:fs';
@@ -13,7 +18,12 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyRecord } from '../../src/ledger/index.ts';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { verifyWebhookSignature } from '../../src/webhooks/index.ts';
+import { callInProgress } from '../helpers/call.ts';
 import { createSession, startTestServer, type TestServer } from '../helpers/server.ts';
+import { request, SocketClients } from '../helpers/socket.ts';
+import { SECRET, startReceiver, type ReceivedRequest, type Receiver } from '../helpers/webhook-receiver.ts';
 import { artifactsDir, buildPages, launchChromium, tempDir } from './browser.ts';
 import { makeLivenessVideos, type LivenessVideos } from './fixtures/liveness-videos.ts';
 import { encodeJpeg, faceSquare, fixtureFaces, loadSample } from '../fixtures/faces/samples.ts';
@@ -22,6 +32,7 @@ const tid = (id: string) => `[data-testid="${id}"]`;
 const CHALLENGES = ['turn_left', 'turn_right', 'move_closer'] as const;
 
 let server: TestServer;
+let bank: Receiver;
 let workDir: string;
 let videos: LivenessVideos;
 const browsers: Browser[] = [];
@@ -31,7 +42,10 @@ beforeAll(async () => {
   workDir = tempDir('videoteller-e2e-identity-');
   videos = makeLivenessVideos(path.join(workDir, 'videos'), { order: CHALLENGES });
   await buildPages();
+  // The bank's system: receives the one-time code to deliver and the decided session's record.
+  bank = await startReceiver();
   server = await startTestServer({
+    WEBHOOKS: `test-bank=${bank.url}|${SECRET}`,
     IDENTITY_WORKERS: '1',
     LIVENESS_CHALLENGE_TYPES: CHALLENGES.join(','),
     // The moving video loops every 7.2 s: each movement recurs within one challenge's time,
@@ -43,6 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const b of browsers) await b.close().catch(() => {});
   await server?.close();
+  await bank?.close();
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
@@ -118,6 +133,27 @@ async function runLiveness(teller: Page, customer: Page, name: string): Promise<
   return (await teller.getAttribute(tid('liveness-status'), 'data-status'))!;
 }
 
+/** The bank's webhook of this type for this session, once it has arrived; its signature must verify. */
+async function webhook(type: string, sessionId: string): Promise<ReceivedRequest['body']['data']> {
+  for (let n = 1; ; n++) {
+    await bank.waitFor(n);
+    const req = bank.requests.find((r) => r.body.type === type && r.body.data.sessionId === sessionId);
+    if (req) {
+      expect(verifyWebhookSignature(SECRET, String(req.headers['videoteller-signature']), req.rawBody)).toMatchObject({ ok: true });
+      return req.body.data;
+    }
+  }
+}
+
+async function authorize(body: unknown): Promise<{ status: number; body: { authorized: boolean; authorization?: string; reasons?: { code: string }[] } }> {
+  const res = await fetch(`${server.url}/api/authorizations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': server.apiKey },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as { authorized: boolean; authorization?: string; reasons?: { code: string }[] } };
+}
+
 async function fetchRecord(sessionId: string) {
   const res = await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } });
   expect(res.status).toBe(200);
@@ -143,25 +179,113 @@ describe('identity checks during a real call', () => {
     await teller.waitForSelector(`${tid('document-result')}:not([hidden])`);
     expect(await teller.textContent(tid('document-result'))).toMatch(/Captured \([0-9a-f]{12}…\)/);
 
+    // The one-time code: issued by the server, delivered by the bank's system, typed by the customer.
+    await teller.click(tid('otp-send'));
+    const otp = await webhook('otp.requested', sessionId);
+    expect(otp.code).toMatch(/^[0-9]{6}$/);
+    await customer.waitForSelector(`${tid('otp')}:not([hidden])`);
+    await customer.fill(tid('otp-code'), String(otp.code));
+    await customer.click(tid('otp-submit'));
+    await customer.waitForSelector(`${tid('otp-result')}[data-result="verified"]`);
+    await teller.waitForSelector(`${tid('otp-status')}[data-result="verified"]`);
+
+    // The teller approves: the call ends, its recording is stored, and a corporate account
+    // opening waits for a supervisor (dual control, config/policy.yaml).
     await teller.click(tid('approve'));
-    await teller.waitForSelector(`${tid('decision-result')}[data-decision="approved"]`);
+    await teller.waitForSelector(`${tid('decision-result')}[data-status="awaiting_cosign"]`, { timeout: 30_000 });
+    await customer.waitForSelector(`${tid('call-ended')}`, { state: 'visible' });
+    expect((await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } })).status).toBe(409);
+
+    // The supervisor sees the decision with its evidence, watches the recording and co-signs.
+    const supervisor = await page(browsers[0]!, 'desktop');
+    await supervisor.goto(`${server.url}/supervisor/`);
+    await supervisor.fill(tid('username'), 'sam');
+    await supervisor.fill(tid('password'), 'sam-demo-pass');
+    await supervisor.click(tid('login'));
+    const item = `${tid('pending-item')}[data-session-id="${sessionId}"]`;
+    await supervisor.waitForSelector(item);
+    expect(await supervisor.textContent(`${item} [data-evidence="otp"]`)).toBe('verified');
+    expect(await supervisor.textContent(`${item} [data-evidence="liveness"]`)).toMatch(/^passed/);
+    await supervisor.waitForFunction((sel) => {
+      const v = document.querySelector<HTMLVideoElement>(sel);
+      return !!v && Number.isFinite(v.duration) && v.duration > 0;
+    }, `${item} ${tid('pending-recording')}`, { timeout: 20_000 });
+    await supervisor.screenshot({ path: path.join(shots, 'identity-moving-4-supervisor.png') });
+    await supervisor.click(`${item} ${tid('cosign')}`);
+    await teller.waitForSelector(`${tid('decision-result')}[data-status="issued"][data-decision="approved"]`, { timeout: 20_000 });
+
+    // The bank's system gets the record by signed webhook; it verifies and names both approvals.
+    const decided = await webhook('session.decided', sessionId);
+    expect(decided).toMatchObject({ decision: 'approved', customerRef: 'CUST-0001' });
+    const record = decided.record as Record<string, unknown>;
     const claims = await fetchRecord(sessionId);
     expect(claims).toMatchObject({
       decision: 'approved',
-      evidence: { faceMatch: { decision: 'match' }, liveness: { outcome: 'passed', challenges: 3 }, document: { captured: true } },
+      tellerId: 't-alice',
+      supervisorId: 's-sam',
+      approvals: [
+        { role: 'teller', staffId: 't-alice', decision: 'approved' },
+        { role: 'supervisor', staffId: 's-sam', decision: 'cosigned' },
+      ],
+      evidence: { oneTimeCode: { result: 'verified' }, recording: { sha256: expect.stringMatching(/^[0-9a-f]{64}$/) } },
     });
-    const types = (await server.app.ledger.entriesOf(sessionId)).map((e) => e.type);
-    expect(types).toEqual(
-      expect.arrayContaining([
-        'identity.reference_photo',
-        'identity.match_summary',
-        'identity.liveness_challenge',
-        'identity.liveness_result',
-        'identity.document_capture',
-        'identity.decision_snapshot',
-        'record.issued',
-      ]),
-    );
+    expect(claims!.evidence.recording!.durationMs).toBeGreaterThan(0);
+    const stored = (await server.app.ledger.entriesOf(sessionId)).find((e) => e.type === 'recording.stored')!;
+    expect(stored.payload).toMatchObject({ sha256: claims!.evidence.recording!.sha256, mimeType: 'video/webm' });
+    expect(await server.app.identity.blobs.has(claims!.evidence.recording!.sha256)).toBe(true);
+
+    // The bank's system asks for the transaction: authorized once, signed.
+    const opening = { transactionType: 'corporate_account_opening', customerRef: 'CUST-0001', record };
+    const granted = await authorize(opening);
+    expect(granted).toMatchObject({ status: 200, body: { authorized: true } });
+    const jwks = createLocalJWKSet(await (await fetch(`${server.url}/.well-known/jwks.json`)).json());
+    expect((await jwtVerify(granted.body.authorization!, jwks)).payload).toMatchObject({ sessionId, transactionType: 'corporate_account_opening', dualControl: true });
+    // The same record again: a replay.
+    expect((await authorize(opening)).body.reasons?.map((r) => r.code)).toEqual(['record_already_used']);
+    // An edited record (the customer reference changed in the signed claims): invalid.
+    const [h, p, sig] = (record.jws as string).split('.');
+    const edited = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, 'base64url').toString()), customerRef: 'CUST-9999' })).toString('base64url');
+    const forged = await authorize({ ...opening, customerRef: 'CUST-9999', record: { ...record, jws: `${h}.${edited}.${sig}` } });
+    expect(forged.body.authorized).toBe(false);
+    expect(forged.body.reasons?.map((r) => r.code)).toContain('record_invalid');
+
+    // A consultation's record (approved by the same teller) does not open an account.
+    const sockets = new SocketClients(() => server.url);
+    try {
+      const consult = await callInProgress(sockets, server, server.tellerLogin, { businessType: 'consultation', language: 'en', priority: 0, customerRef: 'CUST-0001' });
+      expect(await request(consult.teller, 'call:decide', { decision: 'approved', reason: 'identity_verified' })).toMatchObject({ ok: true, data: { status: 'issued' } });
+      const consultRecord = await (await fetch(`${server.url}/api/sessions/${consult.sessionId}/record`, { headers: { 'x-api-key': server.apiKey } })).json();
+      const denied = await authorize({ ...opening, record: consultRecord });
+      expect(denied.body.authorized).toBe(false);
+      expect(denied.body.reasons?.map((r) => r.code)).toEqual(expect.arrayContaining(['business_type_not_allowed', 'face_match_required', 'recording_required', 'dual_control_missing']));
+    } finally {
+      sockets.closeAll();
+    }
+  });
+
+  it('a teller whose approval scope does not cover the business cannot approve it in the console', async () => {
+    for (const b of browsers.splice(0)) await b.close();
+    const browser = await launchChromium(videos.moving);
+    browsers.push(browser);
+    const { joinUrl, sessionId } = await createSession(server);
+    const teller = await page(browser, 'desktop');
+    await teller.goto(`${server.url}/teller/`);
+    await teller.fill(tid('username'), 'dana');
+    await teller.fill(tid('password'), 'dana-demo-pass');
+    await teller.click(tid('login'));
+    await teller.click(tid('available'));
+    await teller.waitForSelector(`${tid('teller-state')}[data-state="available"]`);
+    const customer = await page(browser, 'phone');
+    await customer.goto(joinUrl);
+    await customer.click(tid('consent'));
+    await customer.waitForSelector(`${tid('join')}:not([disabled])`);
+    await customer.click(tid('join'));
+    await teller.waitForSelector(`${tid('accept')}:not([disabled])`, { state: 'visible' });
+    await teller.click(tid('accept'));
+    await teller.click(tid('approve'));
+    await teller.waitForFunction((sel) => /forbidden/.test(document.querySelector(sel)?.textContent ?? ''), tid('decision-result'));
+    expect(await teller.textContent(tid('decision-result'))).toMatch(/account_queries.*corporate_account_opening/);
+    expect((await fetch(`${server.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': server.apiKey } })).status).toBe(409);
     await customer.click(tid('hangup'));
   });
 

@@ -88,10 +88,10 @@ async function decidedRecord(
     priority: 0,
     customerRef: 'CUST-0001',
   });
-  const decided = await request(teller, 'call:decide', decision === 'approved' ? { decision, reason: 'identity_verified' } : { decision, reason: 'other', note: 'customer left' });
-  expect(decided).toMatchObject({ ok: true });
+  // The decision ends the call; its acknowledgement comes once the record is issued.
   const ended = next(customer, 'call:ended');
-  await request(teller, 'call:hangup', {});
+  const decided = await request(teller, 'call:decide', decision === 'approved' ? { decision, reason: 'identity_verified' } : { decision, reason: 'other', note: 'customer left' });
+  expect(decided).toMatchObject({ ok: true, data: { status: 'issued' } });
   await ended;
   sockets.closeAll();
   const res = await fetch(`${s.url}/api/sessions/${sessionId}/record`, { headers: { 'x-api-key': s.apiKey } });

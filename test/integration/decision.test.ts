@@ -157,6 +157,8 @@ describe('deciding a call issues a verification record', () => {
     // The customer cannot drive the teller's checks.
     expect(await request(customer, 'liveness:start', {})).toMatchObject({ ok: false, error: { code: 'bad_request' } });
     expect(await request(customer, 'document:capture', { checklist })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    // Free the teller for the next test (a dropped socket would keep them busy for the grace period).
+    expect(await request(teller, 'call:hangup', {})).toMatchObject({ ok: true });
   });
 
   it('answers a message no handler takes with a typed error instead of silence', async () => {
