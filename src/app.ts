@@ -129,6 +129,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     blobs: identity.blobs,
     staffTokens,
     recordOf: async (id) => (await store.getSession(id))?.decision?.record,
+    awaitsCosign: async (id) => (await store.getSession(id))?.decision?.status === 'awaiting_cosign',
     derivedDir: path.join(config.DATA_DIR, 'derived'),
     log: log.child({ part: 'compliance' }),
   });

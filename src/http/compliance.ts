@@ -104,6 +104,11 @@ export interface ComplianceRoutesOptions {
   recordOf(sessionId: string): Promise<RecordBundle | undefined>;
   /** DATA_DIR/derived: participant views of recordings (not evidence). */
   derivedDir: string;
+  /**
+   * Dual control: a supervisor may watch the recording of a decision waiting for their
+   * co-signature (and nothing else here). True when the session's decision awaits one.
+   */
+  awaitsCosign?(sessionId: string): Promise<boolean>;
   log: Logger;
   ffmpegPath?: string;
 }
@@ -127,17 +132,24 @@ export async function complianceRoutes(app: FastifyInstance, opts: ComplianceRou
   const sources: EvidenceSources = { ledger: opts.ledger, keys: opts.keys, blobs: verified, recordOf: opts.recordOf };
 
   /** A staff JWT with the compliance role, from the header (or, for media, the cookie). */
-  const authorize = (media: boolean) => async (req: FastifyRequest) => {
+  const authorize = (media: boolean, supervisorMay?: (req: FastifyRequest) => Promise<boolean>) => async (req: FastifyRequest) => {
     const auth = req.headers.authorization;
     const token = auth?.startsWith('Bearer ') ? auth.slice(7) : media && auth === undefined ? cookieToken(req.headers.cookie) : undefined;
     if (!token) throw new HttpError(401, 'unauthorized', 'a compliance staff token is required');
     const result = await opts.staffTokens.verify(token);
     if (!result.ok) throw new HttpError(401, result.error, result.error === 'token_expired' ? 'the sign-in has expired' : 'invalid staff token');
-    if (result.staff.role !== 'compliance') throw new HttpError(403, 'forbidden', 'this needs the role compliance');
+    const allowed = result.staff.role === 'compliance' || (result.staff.role === 'supervisor' && supervisorMay !== undefined && (await supervisorMay(req)));
+    if (!allowed) throw new HttpError(403, 'forbidden', 'this needs the role compliance');
     req.staff = result.staff;
   };
   const api = { onRequest: authorize(false) };
   const media = { onRequest: authorize(true) };
+  const recordingMedia = {
+    onRequest: authorize(true, async (req) => {
+      const id = sessionParamsSchema.safeParse(req.params);
+      return id.success && opts.awaitsCosign !== undefined && (await opts.awaitsCosign(id.data.id));
+    }),
+  };
 
   async function sessionOr404(id: string): Promise<{ summary: SessionSummary; indexes: readonly number[] }> {
     await index.refresh();
@@ -209,7 +221,7 @@ export async function complianceRoutes(app: FastifyInstance, opts: ComplianceRou
       .send(bundleStream(a, manifest));
   });
 
-  app.get('/api/compliance/sessions/:id/recording', media, async (req, reply) => {
+  app.get('/api/compliance/sessions/:id/recording', recordingMedia, async (req, reply) => {
     const { id } = parseInput(sessionParamsSchema, req.params, 'session id');
     const q = parseInput(recordingQuerySchema, req.query, 'query');
     const s = await sessionOr404(id);

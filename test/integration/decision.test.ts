@@ -198,6 +198,14 @@ describe('dual control: a supervisor co-signs above the policy threshold', () =>
     expect((await api(`/api/sessions/${sessionId}/record`)).status).toBe(409);
     expect(await request(supervisor, 'cosign:list', {})).toMatchObject({ ok: true, data: { pending: [{ sessionId }] } });
 
+    // The supervisor may fetch this session's recording while it waits for them (this signaling-only
+    // call has none: 404, not 403), and nothing else of the compliance API.
+    const samToken = await loginStaff(server.url, 'sam', 'sam-demo-pass');
+    const asSam = (p: string) => fetch(`${server.url}${p}`, { headers: { authorization: `Bearer ${samToken}` } });
+    expect((await asSam(`/api/compliance/sessions/${sessionId}/recording`)).status).toBe(404);
+    expect((await asSam(`/api/compliance/sessions/${sessionId}`)).status).toBe(403);
+    expect((await asSam(`/api/compliance/sessions`)).status).toBe(403);
+
     // Bad or misplaced answers are typed errors and write nothing.
     const before = server.app.ledger.ledger.size;
     expect(await request(supervisor, 'cosign:decide', { sessionId: 'not-a-uuid', verdict: 'cosign' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
@@ -219,6 +227,7 @@ describe('dual control: a supervisor co-signs above the policy threshold', () =>
     expect(await closed).toEqual({ sessionId, verdict: 'cosign', supervisorId: 's-sam' });
     expect(await request(supervisor, 'cosign:decide', { sessionId, verdict: 'cosign' })).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
     expect(await request(supervisor, 'cosign:list', {})).toMatchObject({ ok: true, data: { pending: [] } });
+    expect((await asSam(`/api/compliance/sessions/${sessionId}/recording`)).status).toBe(403);
 
     const record = (await (await api(`/api/sessions/${sessionId}/record`)).json()) as { jws: string };
     const { payload } = await jwtVerify(record.jws, createLocalJWKSet(await (await fetch(`${server.url}/.well-known/jwks.json`)).json()));
