@@ -318,6 +318,7 @@ describe('identity checks during a real call', () => {
     await teller.waitForSelector(`${tid('decision-result')}[data-decision="rejected"]`);
     const claims = await fetchRecord(sessionId);
     expect(claims).toMatchObject({ decision: 'rejected', reason: 'liveness_failed', evidence: { faceMatch: { decision: 'match' }, liveness: { outcome: 'failed' } } });
-    await customer.click(tid('hangup'));
+    // The decision ended the call.
+    await customer.waitForSelector(tid('call-ended'), { state: 'visible' });
   });
 });
