@@ -17,6 +17,7 @@ import { BUSINESS_TYPES, protocolErrorSchema } from '../../signaling/protocol.ts
 import { checkBlobs, sessionEvidenceSchema, verifySessionEvidence, webCryptoDigest, type BlobRef, type EntryCheck, type EvidenceReport, type SessionEvidence } from '../../src/ledger/bundle.ts';
 import { fromBase64 } from '../../src/ledger/bytes.ts';
 import { BUSINESS_TYPE_LABELS, byId, byTestId, formatDuration, setText, showView } from '../lib/dom.ts';
+import { setupStaffLogin, type StaffLogin } from '../lib/staff-login.ts';
 
 const SESSION_KEY = 'videoteller.compliance';
 const PAGE_SIZE = 20;
@@ -26,12 +27,7 @@ const MAX_HASH_BYTES = 512 * 1024 * 1024;
 const DEFAULT_THRESHOLD = 0.45;
 const SIMILARITY_SCALE = 0.05;
 
-const loginSchema = z.object({
-  token: z.string().min(1),
-  expiresAt: z.number(),
-  staff: z.object({ id: z.string(), displayName: z.string(), role: z.string() }),
-});
-type Login = z.infer<typeof loginSchema>;
+type Login = StaffLogin;
 
 const recordingSchema = z.object({
   sha256: z.string(),
@@ -111,44 +107,15 @@ async function api<T>(path: string, schema: z.ZodType<T>, init: RequestInit = {}
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
-function stored(): Login | undefined {
-  try {
-    const parsed = loginSchema.safeParse(JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null'));
-    return parsed.success && parsed.data.expiresAt > Date.now() + 10_000 && parsed.data.staff.role === 'compliance' ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-byId<HTMLFormElement>('login-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const username = byTestId<HTMLInputElement>('username').value.trim();
-  const password = byTestId<HTMLInputElement>('password').value;
-  const error = byTestId('login-error');
-  error.hidden = true;
-  if (!username || !password) {
-    error.textContent = 'Enter your username and password.';
-    error.hidden = false;
-    return;
-  }
-  try {
-    const res = await fetch('/api/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }) });
-    const body: unknown = await res.json().catch(() => undefined);
-    if (!res.ok) throw new Error(res.status === 401 ? 'Wrong username or password.' : `Sign-in failed (${res.status}).`);
-    const parsed = loginSchema.safeParse(body);
-    if (!parsed.success) throw new Error('The server sent an unexpected answer.');
-    if (parsed.data.staff.role !== 'compliance') throw new Error('This page is for compliance officers; your account cannot open it.');
-    byTestId<HTMLInputElement>('password').value = '';
-    await signedIn(parsed.data);
-  } catch (err) {
-    error.textContent = err instanceof TypeError ? 'Cannot reach the server.' : (err as Error).message;
-    error.hidden = false;
-  }
+const staffLogin = setupStaffLogin({
+  storageKey: SESSION_KEY,
+  role: 'compliance',
+  wrongRoleMessage: 'This page is for compliance officers; your account cannot open it.',
+  onSignedIn: (l) => void signedIn(l).catch((err) => signOut(`Sign-in failed: ${(err as Error).message}`)),
 });
 
 async function signedIn(l: Login): Promise<void> {
   login = l;
-  sessionStorage.setItem(SESSION_KEY, JSON.stringify(l));
   // The <video> elements cannot send the Authorization header: the server puts the same token in
   // an HttpOnly cookie scoped to the media routes.
   await api('/api/compliance/media-cookie', z.null(), { method: 'POST' });
@@ -159,15 +126,12 @@ async function signedIn(l: Login): Promise<void> {
 
 function signOut(message?: string): void {
   if (login) void fetch('/api/compliance/media-cookie', { method: 'DELETE', headers: { authorization: `Bearer ${login.token}` } }).catch(() => {});
-  sessionStorage.removeItem(SESSION_KEY);
+  staffLogin.signOut(message);
   login = undefined;
   current = undefined;
   stopVideos();
   byId('logout').hidden = true;
   setText(byId('me'), '');
-  const error = byTestId('login-error');
-  error.hidden = !message;
-  error.textContent = message ?? '';
   showView('view-login');
 }
 byId('logout').addEventListener('click', () => signOut());
@@ -753,6 +717,6 @@ byId('download').addEventListener('click', async () => {
 
 // ---------------------------------------------------------------------------------------------
 
-const existing = stored();
+const existing = staffLogin.stored();
 if (existing) void signedIn(existing).catch(() => signOut());
 else showView('view-login');

@@ -16,6 +16,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDir, writeFileDurably } from '../durable-file.ts';
 
 export const BLOB_ERROR_CODES = ['invalid_id', 'not_found', 'corrupt'] as const;
 export type BlobErrorCode = (typeof BLOB_ERROR_CODES)[number];
@@ -40,15 +41,6 @@ export interface PutResult {
   created: boolean;
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await fs.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
 export class BlobStore {
   readonly root: string;
 
@@ -71,25 +63,7 @@ export class BlobStore {
       return { sha256, size: bytes.length, path: file, created: false };
     }
     await this.ensureDirs(path.dirname(file));
-    const dir = path.dirname(file);
-    const tmp = path.join(dir, `.${sha256}.${randomBytes(6).toString('hex')}.tmp`);
-    const h = await fs.open(tmp, 'wx', 0o600);
-    try {
-      await h.writeFile(bytes);
-      await h.sync();
-    } catch (err) {
-      await h.close().catch(() => undefined);
-      await fs.rm(tmp, { force: true });
-      throw err;
-    }
-    await h.close();
-    try {
-      await fs.rename(tmp, file);
-    } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw err;
-    }
-    await fsyncDir(dir);
+    await writeFileDurably(file, bytes);
     return { sha256, size: bytes.length, path: file, created: true };
   }
 

@@ -33,9 +33,10 @@
  * that is gone for good leaves its pending/ folder behind: start a node on that DATA_DIR (or move
  * the files into a live node's pending/ while it is stopped) to deliver them.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDir, writeFileDurably } from '../durable-file.ts';
 import { z } from 'zod';
 import type { EvidenceSink } from '../evidence.ts';
 import type { Logger } from '../logger.ts';
@@ -104,35 +105,9 @@ export const pendingDeliverySchema = z
   });
 export type PendingDelivery = z.infer<typeof pendingDeliverySchema>;
 
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await fs.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
 /** Temp file (0600) in the same folder, fsync, rename, fsync the folder: all or nothing, durable. */
-async function writeAtomic(dir: string, name: string, data: string): Promise<void> {
-  const tmp = path.join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
-  const h = await fs.open(tmp, 'wx', 0o600);
-  try {
-    await h.writeFile(data);
-    await h.sync();
-  } catch (err) {
-    await h.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await h.close();
-  try {
-    await fs.rename(tmp, path.join(dir, name));
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dir);
+function writeAtomic(dir: string, name: string, data: string): Promise<void> {
+  return writeFileDurably(path.join(dir, name), data);
 }
 
 /** Retry-After as milliseconds (delta-seconds or HTTP date), or undefined. */

@@ -90,10 +90,21 @@ async function callWithIdentity(
   });
   expect(put.status).toBe(200);
 
+  const { teller, customer } = await joinCall(browser, joinUrl, server.tellerLogin);
+
+  // The server's own analysis reaches the teller: the decision on the live video.
+  await teller.waitForSelector(`${tid('identity-status')}[data-reason="checking"]`, { timeout: 30_000 });
+  await teller.waitForSelector(`${tid('match-decision')}[data-decision="${expected}"]`, { timeout: 30_000 });
+  await teller.screenshot({ path: path.join(shots, `identity-${name}-1-${expected}.png`) });
+  return { sessionId, teller, customer };
+}
+
+/** The teller signs in and becomes available, the customer joins the queue, the teller accepts. */
+async function joinCall(browser: Browser, joinUrl: string, login: { username: string; password: string }): Promise<{ teller: Page; customer: Page }> {
   const teller = await page(browser, 'desktop');
   await teller.goto(`${server.url}/teller/`);
-  await teller.fill(tid('username'), server.tellerLogin.username);
-  await teller.fill(tid('password'), server.tellerLogin.password);
+  await teller.fill(tid('username'), login.username);
+  await teller.fill(tid('password'), login.password);
   await teller.click(tid('login'));
   await teller.click(tid('available'));
   await teller.waitForSelector(`${tid('teller-state')}[data-state="available"]`);
@@ -105,12 +116,7 @@ async function callWithIdentity(
   await customer.click(tid('join'));
   await teller.waitForSelector(`${tid('accept')}:not([disabled])`, { state: 'visible' });
   await teller.click(tid('accept'));
-
-  // The server's own analysis reaches the teller: the decision on the live video.
-  await teller.waitForSelector(`${tid('identity-status')}[data-reason="checking"]`, { timeout: 30_000 });
-  await teller.waitForSelector(`${tid('match-decision')}[data-decision="${expected}"]`, { timeout: 30_000 });
-  await teller.screenshot({ path: path.join(shots, `identity-${name}-1-${expected}.png`) });
-  return { sessionId, teller, customer };
+  return { teller, customer };
 }
 
 /** The server's measurements of each challenge (baseline, peak, frames), printed for the record. */
@@ -268,20 +274,7 @@ describe('identity checks during a real call', () => {
     const browser = await launchChromium(videos.moving);
     browsers.push(browser);
     const { joinUrl, sessionId } = await createSession(server);
-    const teller = await page(browser, 'desktop');
-    await teller.goto(`${server.url}/teller/`);
-    await teller.fill(tid('username'), 'dana');
-    await teller.fill(tid('password'), 'dana-demo-pass');
-    await teller.click(tid('login'));
-    await teller.click(tid('available'));
-    await teller.waitForSelector(`${tid('teller-state')}[data-state="available"]`);
-    const customer = await page(browser, 'phone');
-    await customer.goto(joinUrl);
-    await customer.click(tid('consent'));
-    await customer.waitForSelector(`${tid('join')}:not([disabled])`);
-    await customer.click(tid('join'));
-    await teller.waitForSelector(`${tid('accept')}:not([disabled])`, { state: 'visible' });
-    await teller.click(tid('accept'));
+    const { teller, customer } = await joinCall(browser, joinUrl, { username: 'dana', password: 'dana-demo-pass' });
     await teller.click(tid('approve'));
     await teller.waitForFunction((sel) => /forbidden/.test(document.querySelector(sel)?.textContent ?? ''), tid('decision-result'));
     expect(await teller.textContent(tid('decision-result'))).toMatch(/account_queries.*corporate_account_opening/);
