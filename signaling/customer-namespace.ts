@@ -13,6 +13,8 @@ import { customerAuthSchema, type ClientToServerEvents, type ServerToClientEvent
 import type { QueueRouter } from './router.ts';
 import { isTerminal } from './session-state.ts';
 import type { OneTimeCodeFlow } from './one-time-codes.ts';
+import { boardFor } from './board.ts';
+import { rateCall } from './ratings.ts';
 
 export interface CustomerNamespaceDeps {
   store: StateStore;
@@ -135,6 +137,13 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
     });
 
     handle(socket, 'otp:submit', slog, async ({ code }) => deps.otp.submit(sessionId, calls.require(sessionId).tellerId, code));
+
+    // The page stays connected after call:ended to offer the rating (a reconnect is refused once the session ended).
+    handle(socket, 'rating:submit', slog, async (msg) => {
+      const result = await rateCall({ store, evidence, log: slog }, sessionId, msg);
+      boardFor({ store, router, log }).changed();
+      return result;
+    });
 
     registerMediaHandlers(socket, 'customer', async () => sessionId, calls, slog);
 

@@ -158,6 +158,18 @@ export const cosignSchema = z
   .strict()
   .refine((c) => c.verdict === 'cosign' || (c.note?.length ?? 0) > 0, { message: 'say why you refuse', path: ['note'] });
 
+/** The customer's post-call rating: 1 (poor) .. 5 (excellent), and optionally a comment in their words. */
+export const RATING_COMMENT_MAX = 1000;
+export const ratingSubmitSchema = z
+  .object({
+    score: z.number().int().min(1).max(5),
+    /** Customer text: the ledger keeps it, logs never carry it. An empty comment counts as none. */
+    comment: z.string().trim().max(RATING_COMMENT_MAX).optional(),
+  })
+  .strict();
+export const ratingResultSchema = z.object({ sessionId: z.string(), score: z.number().int().min(1).max(5), ledgerIndex: z.number().int() });
+export type RatingResult = z.infer<typeof ratingResultSchema>;
+
 export interface TransportOptions {
   id: string;
   iceParameters: unknown;
@@ -210,6 +222,8 @@ export const clientMessages = {
   'cosign:list': z.object({}).strict(),
   // supervisor: co-sign or refuse a teller's approval under dual control
   'cosign:decide': cosignSchema,
+  // customer, once the answered call has ended: how satisfied they were (once per session)
+  'rating:submit': ratingSubmitSchema,
 } as const;
 
 export type ClientMessageName = keyof typeof clientMessages;
@@ -237,6 +251,7 @@ export interface ClientAckData {
   'otp:submit': OtpResult;
   'cosign:list': { pending: PendingDecision[] };
   'cosign:decide': DecisionResult;
+  'rating:submit': RatingResult;
 }
 
 export const OTP_RESULTS = ['verified', 'wrong', 'expired', 'locked', 'no_code'] as const;
@@ -413,6 +428,53 @@ export const identityStatusSchema = z.object({
 
 export const otpRequestedSchema = z.object({ expiresAt: z.number() });
 
+// ---------------------------------------------------------------------------------------------
+// Supervisor board: one snapshot of the floor, pushed on connect and on changes (coalesced)
+
+const satisfactionSchema = z.object({ count: z.number().int().min(0), average: z.number().min(1).max(5).nullable() });
+
+export const boardSnapshotSchema = z.object({
+  /** Server time of the snapshot (epoch ms); durations below are as of this instant. */
+  at: z.number(),
+  /** Waiting sessions (queued or being offered) by the skills they need. */
+  queues: z.array(
+    z.object({
+      businessType: businessTypeSchema,
+      language: languageSchema,
+      length: z.number().int().min(0),
+      /** Of `length`, how many are being offered to a teller right now. */
+      offered: z.number().int().min(0),
+      oldestWaitS: z.number().int().min(0),
+    }),
+  ),
+  /** Every teller the store knows (offline ones too), with their satisfaction so far. */
+  tellers: z.array(
+    z.object({
+      tellerId: z.string(),
+      displayName: z.string(),
+      state: tellerStateSchema,
+      /** Seconds into the current call (null: not in a call). */
+      callDurationS: z.number().int().min(0).nullable(),
+      satisfaction: satisfactionSchema,
+    }),
+  ),
+  /**
+   * Service level, abandonment, answered and connection rate from the call statistics; null while
+   * this server has no source for them (the board shows "n/a" rather than a made-up figure).
+   */
+  callStats: z
+    .object({
+      serviceLevel: z.number().min(0).max(1).nullable(),
+      abandonmentRate: z.number().min(0).max(1).nullable(),
+      answered: z.number().int().min(0),
+      connectionRate: z.number().min(0).max(1).nullable(),
+    })
+    .nullable(),
+  /** Over every rated session. */
+  satisfaction: satisfactionSchema,
+});
+export type BoardSnapshot = z.infer<typeof boardSnapshotSchema>;
+
 export type ServerToClientEvents = {
   'session:info': (info: SessionInfo) => void;
   'queue:position': (pos: QueuePosition) => void;
@@ -438,6 +500,8 @@ export type ServerToClientEvents = {
   'cosign:pending': (d: PendingDecision) => void;
   /** Supervisor: a pending decision was co-signed or refused (by anyone). */
   'cosign:closed': (c: z.infer<typeof cosignClosedSchema>) => void;
+  /** Supervisor: the board (queues, tellers, service figures, satisfaction), on connect and on changes. */
+  'board:update': (b: BoardSnapshot) => void;
   /** Teller: the supervisor's answer to the teller's approval. */
   'decision:final': (r: DecisionResult) => void;
   /** A message the server could not take and that had no acknowledgement to answer through. */

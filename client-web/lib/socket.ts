@@ -7,6 +7,7 @@
 import { io, type Socket } from 'socket.io-client';
 import { z } from 'zod';
 import {
+  boardSnapshotSchema,
   callEndedSchema,
   callStartSchema,
   challengeViewSchema,
@@ -24,6 +25,7 @@ import {
   offerSchema,
   protocolErrorSchema,
   queuePositionSchema,
+  ratingResultSchema,
   sessionInfoSchema,
   tellerInfoSchema,
   type ClientAckData,
@@ -58,6 +60,7 @@ export const serverMessages: { [E in ServerEventName]: z.ZodType<ServerMessage<E
   'cosign:pending': pendingDecisionSchema,
   'cosign:closed': cosignClosedSchema,
   'decision:final': decisionResultSchema,
+  'board:update': boardSnapshotSchema,
   'protocol:error': protocolErrorSchema.extend({ event: z.string().optional() }),
 };
 
@@ -68,6 +71,7 @@ const ackSchemas: { [E in ClientMessageName]?: z.ZodType<ClientAckData[E]> } = {
   'call:decide': decisionResultSchema,
   'cosign:decide': decisionResultSchema,
   'otp:submit': otpResultSchema,
+  'rating:submit': ratingResultSchema,
 };
 
 const ackEnvelopeSchema = z.union([

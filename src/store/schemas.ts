@@ -48,6 +48,14 @@ const sessionSchema = z.object({
       attachedAt: epochMs,
     })
     .optional(),
+  rating: z
+    .object({
+      score: z.number().int().min(1).max(5),
+      comment: z.string().optional(),
+      at: epochMs,
+      entryIndex: z.number().int().min(0),
+    })
+    .optional(),
 });
 
 const tellerSchema = z.object({

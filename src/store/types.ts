@@ -41,6 +41,18 @@ export interface SessionRecord {
   decision?: SessionDecision;
   /** The registered ID photo's face, once the bank's system attached it (the photo is in the blob store). */
   reference?: SessionReference;
+  /** The customer's post-call rating (once per session; the ledger's `customer.rating` entry is the evidence). */
+  rating?: SessionRating;
+}
+
+export interface SessionRating {
+  /** 1 (poor) .. 5 (excellent). */
+  score: number;
+  /** Customer text: kept for the teller's supervisor and the evidence, never logged. */
+  comment?: string;
+  at: number;
+  /** Ledger index of the `customer.rating` entry. */
+  entryIndex: number;
 }
 
 export interface SessionReference {
