@@ -17,6 +17,7 @@ import type { DecisionDeps } from './decisions.ts';
 import { OneTimeCodeFlow, type OneTimeCodeDeps } from './one-time-codes.ts';
 import { setupSupervisorNamespace, SUPERVISORS_ROOM } from './supervisor-namespace.ts';
 import type { AuthorizationPolicy } from '../src/authorization/policy.ts';
+import type { CallStatsSource } from './board.ts';
 import type { SessionRecord } from '../src/store/types.ts';
 
 export interface SignalingDeps {
@@ -38,6 +39,8 @@ export interface SignalingDeps {
   identity?: Omit<CallIdentityDeps, 'store'>;
   /** Where calls are recorded (absent: calls are not recorded; the shipped server always records). */
   recording?: CallRecordingDeps;
+  /** The contact-centre figures the supervisor board shows (absent: the board shows them as not available). */
+  callStats?: CallStatsSource;
   log: Logger;
 }
 
