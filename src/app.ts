@@ -17,7 +17,10 @@ import { authRoutes } from './http/auth.ts';
 import { authorizationRoutes, loadPolicy } from './http/authorizations.ts';
 import { complianceRoutes } from './http/compliance.ts';
 import { installErrorHandler } from './http/errors.ts';
-import { healthRoutes } from './http/health.ts';
+import { healthRoutes, mediaCheck, postgresCheck, redisCheck } from './http/health.ts';
+import { metricsRoutes } from './http/metrics.ts';
+import { CallStats } from './operations/call-stats.ts';
+import { OperationsMetrics } from './operations/metrics.ts';
 import { referencePhotoRoutes, uploadLimits } from './http/reference-photo.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { openServerLedger, type ServerLedger } from './ledger/server-ledger.ts';
@@ -42,6 +45,8 @@ export interface VideoTellerApp {
   ledger: ServerLedger;
   evidence: EvidenceSink;
   identity: IdentityService;
+  /** Prometheus metrics (GET /metrics) and the contact-centre figures (callStats.snapshot(), for the supervisor board). */
+  operations: { metrics: OperationsMetrics; callStats: CallStats };
   log: Logger;
   /** Listens on HOST:PORT; resolves to the base URL. */
   listen(): Promise<string>;
@@ -66,10 +71,14 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   const staffTokens = new StaffTokens(config.JWT_SECRET ?? localSecret(config.DATA_DIR, 'jwt-secret', log), config.STAFF_TOKEN_TTL_S);
   const policy = loadPolicy(config.POLICY_FILE);
 
+  const metrics = new OperationsMetrics();
   const ledger = await openServerLedger(config, log.child({ part: 'ledger' }));
+  ledger.onAppend((_entry, seconds, ok) => metrics.observeAppend(seconds, ok));
   const evidence = ledger.evidence;
   const store: StateStore = await openStore(config, log.child({ part: 'store' }));
-  const identity = new IdentityService(config, log.child({ part: 'identity' }));
+  const identity = new IdentityService(config, log.child({ part: 'identity' }), {
+    onFrameAnalyzed: (analysisMs, latencyMs) => metrics.observeFrame(analysisMs, latencyMs),
+  });
   // Undelivered webhooks left on disk by the last run resume here.
   const webhooks = await openWebhookOutbox(config, evidence, log.child({ part: 'webhooks' }));
   const oneTimeCodes = createOneTimeCodes(config, evidence, log.child({ part: 'otp' }));
@@ -98,6 +107,8 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     },
     log.child({ part: 'router' }),
   );
+  const callStats = new CallStats(router, store, config.SERVICE_LEVEL_TARGET_S);
+  ledger.onAppend((entry, _seconds, ok) => ok && callStats.observeEvidence(entry));
 
   const http = Fastify({
     loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger,
@@ -108,7 +119,16 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   installErrorHandler(http);
   let draining = false;
   let publicUrl = config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}`;
-  await http.register(healthRoutes, { isDraining: () => draining });
+  await http.register(healthRoutes, {
+    isDraining: () => draining,
+    checks: [
+      ...(config.REDIS_URL ? [redisCheck(config.REDIS_URL)] : []),
+      ...(config.DATABASE_URL ? [postgresCheck(config.DATABASE_URL, log)] : []),
+      mediaCheck(() => media.workers().length, config.MEDIA_WORKERS),
+    ],
+    log: log.child({ part: 'health' }),
+  });
+  await http.register(metricsRoutes, { metrics, token: config.METRICS_TOKEN });
   await http.register(authRoutes, { directory, staffTokens });
   await http.register(sessionRoutes, {
     isDraining: () => draining,
@@ -162,8 +182,10 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     },
     identity: { identity, ...(config.LIVENESS_CHALLENGE_TYPES ? { challengeTypes: config.LIVENESS_CHALLENGE_TYPES } : {}) },
     recording: { blobs: identity.blobs, workDir: path.join(config.DATA_DIR, 'recording-work') },
+    callStats,
     log: log.child({ part: 'signaling' }),
   });
+  metrics.attach({ callStats, callsInProgress: () => signaling.calls.size, media, ledger: ledger.ledger });
 
   let closing: Promise<void> | undefined;
   const app: VideoTellerApp = {
@@ -176,6 +198,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     ledger,
     evidence,
     identity,
+    operations: { metrics, callStats },
     log,
     async listen() {
       await http.listen({ host: config.HOST, port: config.PORT });
@@ -199,6 +222,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       const deadline = Date.now() + drainMs;
       while (signaling.calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
       router.close();
+      callStats.close();
       await signaling.calls.endAll('server_shutdown');
       await signaling.close();
       await http.close();

@@ -56,6 +56,11 @@ export const configSchema = z.object({
   RECONNECT_GRACE_MS: int(0, 600_000).default(30_000),
   SHUTDOWN_DRAIN_MS: int(0, 3_600_000).default(30_000),
 
+  /** Operations (src/operations/). Service level = answered within this many seconds of queueing / (answered + abandoned after it). */
+  SERVICE_LEVEL_TARGET_S: int(1, 3600).default(20),
+  /** Set: GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is open (keep it on the monitoring network). */
+  METRICS_TOKEN: z.string().regex(/^\S{16,256}$/, '16 to 256 characters without spaces').optional(),
+
   /** Media (mediasoup). */
   MEDIA_WORKERS: int(1, 64).default(os.cpus().length),
   RTC_LISTEN_IP: z.string().min(1).default('127.0.0.1'),

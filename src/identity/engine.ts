@@ -79,6 +79,8 @@ export interface EngineOptions {
   logger?: Logger;
   /** Tests only: lets crashWorkerForTest() crash a worker. */
   testHooks?: boolean;
+  /** Observer (operations metrics): each live frame analysed, its compute time and submit-to-result latency, ms. */
+  onFrameAnalyzed?: (analysisMs: number, latencyMs: number) => void;
 }
 
 /**
@@ -468,8 +470,11 @@ export class FaceEngine {
       [copy.buffer],
       {
         onResult: (reply) => {
-          if (reply.ok) finish({ status: 'analyzed', ts: p.frame.ts, analysis: reply.analysis, latencyMs: performance.now() - p.submittedAt });
-          else
+          if (reply.ok) {
+            const latencyMs = performance.now() - p.submittedAt;
+            this.opts.onFrameAnalyzed?.(reply.analysis.ms, latencyMs);
+            finish({ status: 'analyzed', ts: p.frame.ts, analysis: reply.analysis, latencyMs });
+          } else
             finish({
               status: 'failed',
               ts: p.frame.ts,

@@ -28,6 +28,8 @@ export class IdentityService {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    /** Observers (operations metrics): each live frame the engine analysed, compute and submit-to-result ms. */
+    private readonly hooks: { onFrameAnalyzed?: (analysisMs: number, latencyMs: number) => void } = {},
   ) {
     this.blobs = new BlobStore(config.DATA_DIR);
     this.settings = {
@@ -42,7 +44,7 @@ export class IdentityService {
   /** The engine, started on the first call; a failed start is retried on the next call. */
   engine(): Promise<FaceEngine> {
     if (this.closed) return Promise.reject(new Error('the identity service is closed'));
-    this.starting ??= FaceEngine.start({ ...toEngineOptions(this.config), logger: this.log }).catch((err) => {
+    this.starting ??= FaceEngine.start({ ...toEngineOptions(this.config), logger: this.log, ...(this.hooks.onFrameAnalyzed ? { onFrameAnalyzed: this.hooks.onFrameAnalyzed } : {}) }).catch((err) => {
       this.starting = undefined;
       throw err;
     });

@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import type { EvidenceSink } from '../evidence.ts';
+import type { EvidenceEntry, EvidenceSink } from '../evidence.ts';
 import { requireStaff } from '../http/auth.ts';
 import { ledgerRoutes } from '../http/ledger.ts';
 import type { StaffTokens } from '../auth/staff-tokens.ts';
@@ -26,7 +26,14 @@ export interface ServerLedger {
   registerRoutes(http: FastifyInstance, staffTokens: StaffTokens): Promise<void>;
   /** Finishes pending appends and signs a final checkpoint. */
   close(): Promise<void>;
+  /**
+   * Observes every evidence append (operations metrics): the entry, seconds until durable (or
+   * failed), and whether it succeeded. Observers must not throw.
+   */
+  onAppend(observer: AppendObserver): void;
 }
+
+export type AppendObserver = (entry: EvidenceEntry, seconds: number, ok: boolean) => void;
 
 export async function openServerLedger(config: Config, log: Logger): Promise<ServerLedger> {
   const { ledger, keyRing } = await openLedger({
@@ -38,10 +45,27 @@ export async function openServerLedger(config: Config, log: Logger): Promise<Ser
     // DATABASE_URL set: PostgreSQL, shared by every node; unset: the embedded file ledger.
     ...(config.DATABASE_URL ? { databaseUrl: config.DATABASE_URL, pgSchema: config.LEDGER_PG_SCHEMA } : {}),
   });
+  const observers: AppendObserver[] = [];
+  // The sink every part writes through, timed from the call until the entry is durable.
+  const evidence: EvidenceSink = {
+    async append(entry) {
+      if (observers.length === 0) return ledger.append(entry);
+      const start = performance.now();
+      try {
+        const r = await ledger.append(entry);
+        for (const o of observers) o(entry, (performance.now() - start) / 1000, true);
+        return r;
+      } catch (err) {
+        for (const o of observers) o(entry, (performance.now() - start) / 1000, false);
+        throw err;
+      }
+    },
+  };
   return {
     ledger,
     keyRing,
-    evidence: ledger,
+    evidence,
+    onAppend: (observer) => void observers.push(observer),
     entriesOf: (sessionId) => ledger.entriesOf(sessionId),
     issueRecord: (input) => issueRecord({ ledger, keyRing, ttlSeconds: config.RECORD_TTL_S }, input),
     async registerRoutes(http, staffTokens) {

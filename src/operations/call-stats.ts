@@ -15,12 +15,15 @@
  *   Customers who left before the target are not held against it (they gave up before the
  *   promise was due); null while the denominator is 0.
  * - average speed of answer = total wait of answered calls / answered calls; null before the first.
- * - connection rate = calls whose media connected / calls answered, where a call's media is
+ * - connection rate = calls whose media connected / calls answered, where a call counts as
  *   connected once both the customer and the teller have a producer on the server (the
- *   `media.producer` evidence of both sides for that call): a producer exists only after the
- *   participant's send transport is connected (ICE + DTLS parameters), so a call that never gets
- *   there (a blocked network, camera refused) is answered but not connected. Observed through
- *   the evidence every part writes (observeEvidence), not a signaling hook.
+ *   `media.producer` evidence of both sides for that call): both pages got camera and microphone
+ *   and negotiated sending them. A call where either side never gets that far (camera refused,
+ *   page closed, signaling failure) is answered but not connected. Observed through the evidence
+ *   every part writes (observeEvidence), with no hook in signaling. Limit: a producer is created
+ *   from the page's RTP parameters, before ICE/DTLS complete; a call whose transport then fails
+ *   to connect (UDP and TCP blocked) still counts as connected here. CallMedia's transportState
+ *   events say that, but reaching them needs a hook in signaling/calls.ts.
  */
 import type { EvidenceEntry } from '../evidence.ts';
 import type { OfferRecord, SessionRecord, StateStore } from '../store/types.ts';
