@@ -63,12 +63,16 @@ const END_REASONS: Record<CallEnded['reason'], string> = {
   failed: 'The call failed. Please ask your bank for a new link.',
 };
 
+const RATEABLE_ENDINGS = new Set<CallEnded['reason']>(['customer_hangup', 'teller_hangup', 'decided']);
+
 let step: Step = 'connecting';
 let socket: AppSocket | undefined;
 let localStream: MediaStream | undefined;
 let stopMeter: () => void = () => {};
 let call: CallMedia | undefined;
 let currentToken = '';
+/** The customer talked to a teller in this page: after the call they are asked to rate it. */
+let hadCall = false;
 
 const banner = byId('banner');
 const joinButton = byTestId<HTMLButtonElement>('join');
@@ -143,6 +147,11 @@ function start(): void {
   s.on('connect', () => setBanner(undefined));
   s.on('connect_error', (err: Error & { data?: unknown }) => {
     const refused = connectErrorOf(err);
+    if (step === 'ended') {
+      // After the call the server takes no new connection for the session: the rating cannot be sent any more.
+      if (refused) ratingUnavailable('The connection was lost, so your rating could not be sent. Thank you all the same.');
+      return;
+    }
     if (!refused) {
       setBanner('Cannot reach the video service. Retrying…');
       return;
@@ -187,7 +196,8 @@ function start(): void {
   });
 
   listen(s, 'call:start', (start) => void startCall(start.peerName));
-  listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason]));
+  // A call that failed or was cut off cannot be rated (the server takes ratings of calls that ended normally).
+  listen(s, 'call:ended', (ended) => endCall(END_REASONS[ended.reason], RATEABLE_ENDINGS.has(ended.reason)));
   listen(s, 'identity:guidance', ({ code }) => {
     const el = byTestId('guidance');
     el.hidden = !code;
@@ -312,6 +322,7 @@ async function startCall(peerName: string): Promise<void> {
   if (!socket) return;
   stopMeter();
   call?.close();
+  hadCall = true;
   go('call');
   setText(callStatus, `Connecting to ${peerName}…`);
   try {
@@ -360,7 +371,7 @@ hangupButton.addEventListener('click', async () => {
   try {
     await request(socket, 'call:hangup', {});
     // call:ended follows; end here too in case it was missed.
-    endCall(END_REASONS.customer_hangup);
+    endCall(END_REASONS.customer_hangup, true);
   } catch (err) {
     // call:ended may have arrived first and closed the connection: the call is over either way.
     if (step === 'ended') return;
@@ -369,25 +380,95 @@ hangupButton.addEventListener('click', async () => {
   }
 });
 
-function endCall(reason: string): void {
+function endCall(reason: string, offerRating = false): void {
   if (step === 'ended') return;
-  teardown();
+  if (offerRating && hadCall) {
+    // The connection stays open for the rating (the server would refuse a new one for an ended session).
+    stopMedia();
+    byId('rating').hidden = false;
+  } else {
+    teardown();
+  }
   setText(byId('ended-reason'), reason);
   go('ended');
 }
 
 /** Ends media and the connection: the session is over for this page. */
 function teardown(): void {
+  stopMedia();
+  if (socket) {
+    socket.off();
+    socket.disconnect();
+  }
+}
+
+function stopMedia(): void {
   call?.close();
   call = undefined;
   stopMeter();
   stopStream(localStream);
   localStream = undefined;
   setBanner(undefined);
-  if (socket) {
-    socket.off();
-    socket.disconnect();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rating, after the call
+
+const ratingForm = byId<HTMLFormElement>('rating');
+const ratingSubmit = byTestId<HTMLButtonElement>('rating-submit');
+
+function chosenScore(): number | undefined {
+  const checked = ratingForm.querySelector<HTMLInputElement>('input[name="score"]:checked');
+  return checked ? Number(checked.value) : undefined;
+}
+
+ratingForm.addEventListener('change', () => {
+  ratingSubmit.disabled = chosenScore() === undefined;
+});
+
+ratingForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  void submitRating();
+});
+
+async function submitRating(): Promise<void> {
+  const score = chosenScore();
+  const error = byTestId('rating-error');
+  if (score === undefined || !socket) return;
+  const comment = byTestId<HTMLTextAreaElement>('rating-comment').value.trim();
+  ratingSubmit.disabled = true;
+  error.hidden = true;
+  try {
+    await request(socket, 'rating:submit', { score, ...(comment ? { comment } : {}) });
+    ratingDone();
+  } catch (err) {
+    const code = err instanceof RequestError ? err.code : 'internal';
+    // Already rated (another tab), or a call that cannot be rated: nothing the customer can fix.
+    if (code === 'invalid_state') return ratingUnavailable('This call cannot be rated any more. Thank you all the same.');
+    ratingSubmit.disabled = false;
+    setText(error, code === 'timeout' || code === 'disconnected' ? 'Your rating could not be sent. Please try again.' : `Your rating could not be sent: ${(err as Error).message}`);
+    error.hidden = false;
   }
+}
+
+function ratingDone(): void {
+  ratingForm.hidden = true;
+  byTestId('rating-thanks').hidden = false;
+  closeSocket();
+}
+
+function ratingUnavailable(message: string): void {
+  ratingForm.hidden = true;
+  const thanks = byTestId('rating-thanks');
+  setText(thanks, message);
+  thanks.hidden = false;
+  closeSocket();
+}
+
+function closeSocket(): void {
+  if (!socket) return;
+  socket.off();
+  socket.disconnect();
 }
 
 function reportRequestError(err: unknown, what: string): void {
@@ -400,9 +481,6 @@ function reportRequestError(err: unknown, what: string): void {
   if (step === 'ended' || step === 'error') return;
   setBanner(`${what}. ${code === 'timeout' || code === 'disconnected' ? 'The connection is slow or was lost; please try again.' : message}`);
 }
-
-// A new join link pasted into an open tab changes only the fragment: start over with it.
-window.addEventListener('hashchange', () => location.reload());
 
 // A new join link pasted into an open tab changes only the fragment: start over with it.
 window.addEventListener('hashchange', () => location.reload());

@@ -1,13 +1,16 @@
 /**
- * The supervisor board (/supervisor/): the tellers' approvals that need a second person (dual
- * control, per config/policy.yaml `decisions`), each with its evidence and the call's recording;
- * the supervisor co-signs or refuses (with a note). The server issues the verification record
- * with both decisions named.
+ * The supervisor board (/supervisor/):
+ * - the floor, live: queues by business type and language (length, longest wait), tellers (state,
+ *   time in the current call, satisfaction), service level, abandonment, connection rate and
+ *   overall satisfaction, from the server's `board:update` snapshots (on connect and on changes);
+ * - the tellers' approvals that need a second person (dual control, per config/policy.yaml
+ *   `decisions`), each with its evidence and the call's recording; the supervisor co-signs or
+ *   refuses (with a note). The server issues the verification record with both decisions named.
  */
 import '../lib/base.css';
 import './supervisor.css';
-import type { PendingDecision } from '../../signaling/protocol.ts';
-import { BUSINESS_TYPE_LABELS, byId, byTestId, exposeTestHook, setText, showView } from '../lib/dom.ts';
+import type { BoardSnapshot, PendingDecision } from '../../signaling/protocol.ts';
+import { BUSINESS_TYPE_LABELS, byId, byTestId, exposeTestHook, formatDuration, languageLabel, setText, showView } from '../lib/dom.ts';
 import { connect, connectErrorOf, listen, request, RequestError, type AppSocket } from '../lib/socket.ts';
 import { setupStaffLogin, type StaffLogin } from '../lib/staff-login.ts';
 
@@ -49,6 +52,7 @@ function signOut(message?: string): void {
   socket = undefined;
   login = undefined;
   for (const id of [...pending.keys()]) remove(id);
+  clearBoard();
   byId('logout').hidden = true;
   setText(byId('me'), '');
   setBanner(undefined);
@@ -76,6 +80,7 @@ function openSocket(token: string): void {
     signOut(refused.code === 'token_expired' ? 'Your sign-in has expired. Please sign in again.' : refused.message);
   });
   s.on('disconnect', () => setBanner('Connection lost. Reconnecting…'));
+  listen(s, 'board:update', (b) => showBoard(b));
   listen(s, 'cosign:pending', (d) => show(d));
   listen(s, 'cosign:closed', (c) => {
     const entry = pending.get(c.sessionId);
@@ -193,6 +198,128 @@ function remove(sessionId: string): void {
 function counts(): void {
   setText(byTestId('pending-count'), String(pending.size));
   byTestId('pending-empty').hidden = pending.size > 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor
+
+/** The last snapshot and when it arrived (performance.now()): durations tick on from there between pushes. */
+let board: { snapshot: BoardSnapshot; receivedAt: number } | undefined;
+let ticker: number | undefined;
+
+const TELLER_STATE_LABELS: Record<string, string> = {
+  offline: 'Offline',
+  available: 'Available',
+  reserved: 'Being offered a call',
+  busy: 'In a call',
+  wrap_up: 'Wrap-up',
+  away: 'Away',
+};
+
+function percent(x: number | null | undefined): string {
+  return x === null || x === undefined ? 'n/a' : `${Math.round(x * 100)} %`;
+}
+
+function satisfactionText(s: { count: number; average: number | null }): string {
+  return s.average === null ? 'no ratings yet' : `${s.average.toFixed(1)} / 5 (${s.count} ${s.count === 1 ? 'rating' : 'ratings'})`;
+}
+
+function cell(text: string, field: string, numeric = false): HTMLTableCellElement {
+  const td = document.createElement('td');
+  td.textContent = text;
+  td.dataset.field = field;
+  if (numeric) td.className = 'num';
+  return td;
+}
+
+function showBoard(snapshot: BoardSnapshot): void {
+  board = { snapshot, receivedAt: performance.now() };
+  const stats = snapshot.callStats;
+  setText(byTestId('board-service-level'), percent(stats?.serviceLevel));
+  setText(byTestId('board-abandonment'), percent(stats?.abandonmentRate));
+  setText(byTestId('board-connection-rate'), percent(stats?.connectionRate));
+  setText(byTestId('board-answered'), stats ? String(stats.answered) : 'n/a');
+  byTestId('board-stats-note').hidden = stats !== null;
+  setText(byTestId('board-satisfaction'), satisfactionText(snapshot.satisfaction));
+  byTestId('board-satisfaction').dataset.average = snapshot.satisfaction.average === null ? '' : String(snapshot.satisfaction.average);
+
+  const queues = byTestId<HTMLTableElement>('queues');
+  queues.tBodies[0]!.replaceChildren(
+    ...snapshot.queues.map((q) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'queue-row';
+      tr.dataset.businessType = q.businessType;
+      tr.dataset.language = q.language;
+      tr.append(
+        cell(BUSINESS_TYPE_LABELS[q.businessType] ?? q.businessType, 'businessType'),
+        cell(languageLabel(q.language), 'language'),
+        cell(String(q.length), 'length', true),
+        cell(String(q.offered), 'offered', true),
+        cell('', 'oldestWait', true),
+      );
+      return tr;
+    }),
+  );
+  queues.hidden = snapshot.queues.length === 0;
+  byTestId('queues-empty').hidden = snapshot.queues.length > 0;
+
+  const tellers = byTestId<HTMLTableElement>('tellers');
+  tellers.tBodies[0]!.replaceChildren(
+    ...snapshot.tellers.map((t) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'teller-row';
+      tr.dataset.tellerId = t.tellerId;
+      tr.dataset.state = t.state;
+      const state = document.createElement('td');
+      const badge = document.createElement('span');
+      badge.className = 'badge';
+      badge.dataset.state = t.state;
+      badge.textContent = TELLER_STATE_LABELS[t.state] ?? t.state;
+      state.append(badge);
+      state.dataset.field = 'state';
+      const satisfaction = cell(satisfactionText(t.satisfaction), 'satisfaction');
+      satisfaction.dataset.average = t.satisfaction.average === null ? '' : String(t.satisfaction.average);
+      satisfaction.dataset.count = String(t.satisfaction.count);
+      tr.append(cell(t.displayName, 'name'), state, cell('', 'callDuration', true), satisfaction);
+      return tr;
+    }),
+  );
+  tellers.hidden = snapshot.tellers.length === 0;
+  byTestId('tellers-empty').hidden = snapshot.tellers.length > 0;
+  tick();
+  ticker ??= window.setInterval(tick, 1000);
+}
+
+/** Waits and call durations move on every second between snapshots. */
+function tick(): void {
+  if (!board) return;
+  const elapsedS = Math.floor((performance.now() - board.receivedAt) / 1000);
+  const { snapshot } = board;
+  const rows = byTestId<HTMLTableElement>('queues').tBodies[0]!.rows;
+  snapshot.queues.forEach((q, i) => {
+    const td = rows[i]?.querySelector<HTMLElement>('[data-field="oldestWait"]');
+    if (td) setText(td, formatDuration((q.oldestWaitS + elapsedS) * 1000));
+  });
+  const tellerRows = byTestId<HTMLTableElement>('tellers').tBodies[0]!.rows;
+  snapshot.tellers.forEach((t, i) => {
+    const td = tellerRows[i]?.querySelector<HTMLElement>('[data-field="callDuration"]');
+    if (td) setText(td, t.callDurationS === null ? '–' : formatDuration((t.callDurationS + elapsedS) * 1000));
+  });
+  setText(byTestId('board-updated'), `updated ${new Date(snapshot.at).toLocaleTimeString()}`);
+}
+
+function clearBoard(): void {
+  board = undefined;
+  if (ticker !== undefined) window.clearInterval(ticker);
+  ticker = undefined;
+  for (const id of ['queues', 'tellers']) {
+    const table = byTestId<HTMLTableElement>(id);
+    table.tBodies[0]!.replaceChildren();
+    table.hidden = true;
+  }
+  byTestId('queues-empty').hidden = false;
+  byTestId('tellers-empty').hidden = false;
+  setText(byTestId('board-updated'), '');
 }
 
 const existing = staffLogin.stored();

@@ -193,6 +193,27 @@ describe('a video call between the customer page and the teller console', () => 
     await expect.poll(routersOpen, { timeout: 5000 }).toBe(0);
     const workers = await server.app.media.stats();
     expect(workers.reduce((n, w) => n + w.transports, 0)).toBe(0);
+
+    // The customer rates the call (issue 6): a ledger entry, and the teller's satisfaction on the supervisor board.
+    await customer.waitForSelector(tid('rating'), { state: 'visible' });
+    expect(await customer.isDisabled(tid('rating-submit'))).toBe(true);
+    await customer.click('label[for="score-4"]');
+    await customer.fill(tid('rating-comment'), 'Clear and quick.');
+    await screenshot(customer, 'customer-6-rating');
+    await customer.click(tid('rating-submit'));
+    await customer.waitForSelector(tid('rating-thanks'), { state: 'visible' });
+    const rating = (await server.app.ledger.entriesOf(sessionId)).find((e) => e.type === 'customer.rating');
+    expect(rating).toMatchObject({ actor: 'customer', payload: { score: 4, comment: 'Clear and quick.', tellerId: 't-alice' } });
+    const supervisor = await newPage('desktop');
+    await supervisor.goto(`${server.url}/supervisor/`);
+    await supervisor.fill(tid('username'), 'sam');
+    await supervisor.fill(tid('password'), 'sam-demo-pass');
+    await supervisor.click(tid('login'));
+    const aliceRow = `${tid('teller-row')}[data-teller-id="t-alice"]`;
+    await supervisor.waitForSelector(`${aliceRow} [data-field="satisfaction"][data-count="1"]`);
+    expect(await supervisor.getAttribute(`${aliceRow} [data-field="satisfaction"]`, 'data-average')).toBe('4');
+    expect(await supervisor.textContent(tid('board-answered'))).toBe('1');
+    await screenshot(supervisor, 'supervisor-1-board');
   });
 });
 
