@@ -17,6 +17,7 @@ import { authRoutes } from './http/auth.ts';
 import { authorizationRoutes, loadPolicy } from './http/authorizations.ts';
 import { complianceRoutes } from './http/compliance.ts';
 import { installErrorHandler } from './http/errors.ts';
+import { openApiRoutes } from './http/openapi.ts';
 import { healthRoutes, mediaCheck, postgresCheck, redisCheck } from './http/health.ts';
 import { metricsRoutes } from './http/metrics.ts';
 import { CallStats } from './operations/call-stats.ts';
@@ -35,6 +36,8 @@ import type { StateStore } from './store/types.ts';
 const CLIENT_DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '../client-web/dist');
 const DEMO_API_KEY = 'demo-bank:demo-bank-api-key-change-me';
 
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 export interface VideoTellerApp {
   config: Config;
   http: FastifyInstance;
@@ -48,6 +51,8 @@ export interface VideoTellerApp {
   /** Prometheus metrics (GET /metrics) and the contact-centre figures (callStats.snapshot(), for the supervisor board). */
   operations: { metrics: OperationsMetrics; callStats: CallStats };
   log: Logger;
+  /** The HTTP routes as registered (method, url). */
+  routes: ReadonlyArray<{ method: string; url: string }>;
   /** Listens on HOST:PORT; resolves to the base URL. */
   listen(): Promise<string>;
   /**
@@ -117,6 +122,11 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     bodyLimit: 1024 * 1024,
   });
   installErrorHandler(http);
+  // Every route as registered: the OpenAPI document is checked against this list (test/integration/openapi.test.ts).
+  const routes: Array<{ method: string; url: string }> = [];
+  http.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routes.push({ method, url: r.url });
+  });
   let draining = false;
   let publicUrl = config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}`;
   await http.register(healthRoutes, {
@@ -154,6 +164,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     log: log.child({ part: 'compliance' }),
   });
   await http.register(authorizationRoutes, { apiKeys, ledger, policy });
+  await http.register(openApiRoutes, { version: PACKAGE_VERSION });
   if (existsSync(CLIENT_DIST)) {
     await http.register(fastifyStatic, { root: CLIENT_DIST, prefix: '/', index: ['index.html'], redirect: true });
   } else {
@@ -200,6 +211,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     identity,
     operations: { metrics, callStats },
     log,
+    routes,
     async listen() {
       await http.listen({ host: config.HOST, port: config.PORT });
       const address = http.server.address();

@@ -29,7 +29,7 @@ export const createSessionBodySchema = z
   })
   .strict();
 
-const sessionIdParams = z.object({ id: z.string().uuid() });
+export const sessionIdParams = z.object({ id: z.string().uuid() });
 
 export interface SessionRoutesOptions {
   /** While the node drains for shutdown it takes no new sessions (the bank's system retries elsewhere). */
