@@ -8,6 +8,7 @@ import { boardSnapshotSchema, type BoardSnapshot } from '../../signaling/protoco
 import { callInProgress } from '../helpers/call.ts';
 import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
 import { next, outcome, request, SocketClients, type Client } from '../helpers/socket.ts';
+import { deletePrefix, SHARED_REDIS_URL, testPrefix } from './store/redis-helpers.ts';
 
 let server: TestServer;
 const clients = new SocketClients(() => server.url);
@@ -15,12 +16,15 @@ const CONSULTATION = { businessType: 'consultation', language: 'en', priority: 0
 /** Only bob speaks French among the demo tellers: his calls never go to alice. */
 const FRENCH_CONSULTATION = { ...CONSULTATION, language: 'fr' };
 
-beforeAll(async () => {
-  server = await startTestServer();
-});
+/** Ratings are kept in the shared store: the one-node store and Redis (several nodes) alike. */
+const STORES: Array<[string, () => Record<string, string>]> = [
+  ['memory', () => ({})],
+  ['redis', () => ({ REDIS_URL: SHARED_REDIS_URL, REDIS_KEY_PREFIX: redisPrefix })],
+];
+const redisPrefix = testPrefix();
 afterEach(() => clients.closeAll());
 afterAll(async () => {
-  await server?.close();
+  await deletePrefix(redisPrefix);
 });
 
 /** A call that was answered and that the customer hung up: the customer page is still connected. */
@@ -45,7 +49,16 @@ async function boardOnConnect(): Promise<BoardSnapshot> {
   return boardSnapshotSchema.parse(await first);
 }
 
-describe('post-call rating', () => {
+describe.each(STORES)('post-call rating (%s store)', (name, env) => {
+  beforeAll(async () => {
+    server = await startTestServer(env());
+    expect(server.app.store.kind).toBe(name);
+  });
+  afterAll(async () => {
+    clients.closeAll();
+    await server?.close();
+  });
+
   it('is refused while the call is on, and when the customer never had a call', async () => {
     const { customer, sessionId } = await callInProgress(clients, server, undefined, CONSULTATION);
     expect(await request(customer, 'rating:submit', { score: 5 })).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
