@@ -158,7 +158,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     keys: ledger.keyRing,
     blobs: identity.blobs,
     staffTokens,
-    recordOf: async (id) => (await store.getSession(id))?.decision?.record,
+    recordOf: async (id) => (await store.getSession(id))?.decision?.record ?? (await ledger.recordOf(id)),
     awaitsCosign: async (id) => (await store.getSession(id))?.decision?.status === 'awaiting_cosign',
     derivedDir: path.join(config.DATA_DIR, 'derived'),
     log: log.child({ part: 'compliance' }),

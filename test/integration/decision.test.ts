@@ -96,6 +96,9 @@ describe('deciding a call issues a verification record', () => {
     expect(made.payload).toMatchObject({ decision: 'approved', reason: 'identity_verified', note: 'passport checked', dualControl: false });
     expect(payload.approvals).toMatchObject([{ entryIndex: made.index }]);
     expect(entries.find((e) => e.type === 'record.issued')?.index).toBe(record.index);
+    // The record as handed out is also kept as a blob the ledger names: a replay has the JWS itself.
+    expect(entries.find((e) => e.type === 'record.bundle_stored')?.payload).toMatchObject({ recordJti: decided.data.recordId, recordIndex: record.index });
+    expect(await server.app.ledger.recordOf(sessionId)).toEqual(record);
     // No media was sent in this signaling-only call: the recorder says so in the evidence, before the call's end.
     const types = entries.map((e) => e.type);
     expect(entries.find((e) => e.type === 'recording.failed')?.payload).toMatchObject({ code: 'empty' });
