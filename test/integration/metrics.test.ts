@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
+import { FaceEngine } from '../../src/identity/engine.ts';
+import { OperationsMetrics } from '../../src/operations/metrics.ts';
+import { composeFrame, faceSquare, fixtureFaces, loadSample } from '../fixtures/faces/samples.ts';
 import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
 import { next, outcome, request, SocketClients, type Client } from '../helpers/socket.ts';
 
@@ -254,4 +257,29 @@ describe('/metrics access', () => {
     expect(() => loadConfig({ METRICS_TOKEN: 'has a space in it 0123456789' })).toThrow(/METRICS_TOKEN/);
     expect(loadConfig({}).SERVICE_LEVEL_TARGET_S).toBe(20);
   });
+});
+
+describe('face-match latency', () => {
+  it('observes every live frame the real face engine analyses, with the latency the call sees', async () => {
+    const metrics = new OperationsMetrics();
+    const engine = await FaceEngine.start({ workers: 1, onFrameAnalyzed: (a, l) => metrics.observeFrame(a, l) });
+    try {
+      const f = fixtureFaces().faces.find((x) => x.id === 's1f0')!;
+      const img = composeFrame(faceSquare(loadSample(f.sample), f.box), { seed: 1, noise: 3 });
+      const outcomes = [];
+      for (let ts = 0; ts < 2; ts++) outcomes.push(await engine.submitFrame('call-M', { rgb: img.data, width: img.width, height: img.height, ts }));
+      const bad = await engine.submitFrame('call-M', { rgb: new Uint8Array(10), width: 640, height: 480, ts: 3 });
+      expect(bad.status).toBe('failed');
+      const text = (await metrics.render()).body;
+      // Two analysed, the failed frame is not a latency.
+      expect(sample(text, 'videoteller_face_match_latency_seconds_count')).toBe(2);
+      expect(sample(text, 'videoteller_face_analysis_seconds_count')).toBe(2);
+      const latencies = outcomes.map((o) => (o.status === 'analyzed' ? o.latencyMs / 1000 : Number.NaN));
+      expect(sample(text, 'videoteller_face_match_latency_seconds_sum')).toBeCloseTo(latencies[0]! + latencies[1]!, 9);
+      const computed = outcomes.map((o) => (o.status === 'analyzed' ? o.analysis.ms / 1000 : Number.NaN));
+      expect(sample(text, 'videoteller_face_analysis_seconds_sum')).toBeCloseTo(computed[0]! + computed[1]!, 9);
+    } finally {
+      await engine.close();
+    }
+  }, 60_000);
 });
