@@ -136,6 +136,9 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
     async close() {
       grace.clear();
       // The HTTP server belongs to Fastify, which closes it (and socket.io's engine with it).
+      // disconnectSockets on the server reaches the main namespace only: close every namespace's
+      // sockets, or graceful shutdown waits in http.close() for each page to leave by itself.
+      for (const ns of [customer, teller, supervisor]) ns.disconnectSockets(true);
       io.disconnectSockets(true);
     },
   };
