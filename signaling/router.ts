@@ -54,6 +54,8 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
   /** Exponential moving average of call durations, for estimated waits. */
   private handleTimeS = INITIAL_HANDLE_TIME_S;
   private closed = false;
+  /** The routing pass waiting for the lock, shared by every route() call until it starts. */
+  private pendingPass: Promise<void> | undefined;
 
   constructor(
     private readonly store: StateStore,
@@ -292,15 +294,24 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
   // -------------------------------------------------------------------------------------------
   // Routing
 
-  /** One routing pass: offer every waiting session that has an eligible free teller. */
-  async route(): Promise<void> {
-    if (this.closed) return;
-    const offered = await this.locked(async () => {
+  /**
+   * One routing pass: offers waiting sessions to free tellers. A pass that is waiting for the lock
+   * and has not started yet will read every change made before it starts, so later callers share
+   * it instead of queueing a pass each (a burst of hang-ups or joins makes one pass, not N).
+   */
+  route(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.pendingPass) return this.pendingPass;
+    const pass = this.locked(async () => {
+      // Started: from here on a change needs a new pass (only one pass is ever pending, this one).
+      this.pendingPass = undefined;
       const now = this.now();
+      let free = (await this.store.listTellers()).filter((t) => t.state === 'available');
+      // Nobody free: nothing to offer, and no need to read the whole queue.
+      if (free.length === 0) return 0;
       const sessions = (await Promise.all((await this.store.queuedSessionIds()).map((id) => this.store.getSession(id))))
         .filter((s): s is SessionRecord => s?.state === 'queued')
         .sort((a, b) => this.compareForService(a, b, now));
-      let free = (await this.store.listTellers()).filter((t) => t.state === 'available');
       let count = 0;
       for (const session of sessions) {
         if (free.length === 0) break;
@@ -314,8 +325,17 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
         count++;
       }
       return count;
-    });
-    if (offered > 0) this.emit('queueChanged');
+    })
+      .then((offered) => {
+        if (offered > 0) this.emit('queueChanged');
+      });
+    this.pendingPass = pass;
+    // A pass that failed before it started (the lock not acquired) must not stay pending for ever.
+    const clear = () => {
+      if (this.pendingPass === pass) this.pendingPass = undefined;
+    };
+    pass.then(clear, clear);
+    return pass;
   }
 
   private compareForService(a: SessionRecord, b: SessionRecord, now: number): number {

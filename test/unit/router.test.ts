@@ -276,4 +276,34 @@ describe('queue router', () => {
     // No teller on shift: every position waits a full average call.
     expect(positions.get(c)!.estimatedWaitS).toBeGreaterThan(positions.get(a)!.estimatedWaitS);
   });
+
+  it('shares one pending routing pass among the calls made while it waits for the lock, and it still offers what they asked for', async () => {
+    const h = await harness();
+    await availableTeller(h, staff('t-1'));
+    let release!: () => void;
+    const held = h.store.withLock('routing', () => new Promise<void>((r) => (release = r)));
+    // While the lock is held, a customer joins: the pass that then runs must see them.
+    const id = await session(h);
+    await h.store.updateSession(id, (s) => ({ ...s, state: 'queued', queuedAt: h.clock.now }));
+    await h.store.enqueue(id);
+    const passes = [h.router.route(), h.router.route(), h.router.route()];
+    expect(passes[1]).toBe(passes[0]);
+    expect(passes[2]).toBe(passes[0]);
+    let reads = 0;
+    const listTellers = h.store.listTellers.bind(h.store);
+    h.store.listTellers = async () => {
+      reads++;
+      return listTellers();
+    };
+    release();
+    await held;
+    await Promise.all(passes);
+    expect(reads).toBe(1);
+    expect(await stateOf(h, id)).toBe('offered');
+    // Once a pass has run, a new call makes a new one.
+    const later = h.router.route();
+    expect(later).not.toBe(passes[0]);
+    await later;
+    expect(reads).toBe(2);
+  });
 });
