@@ -14,6 +14,7 @@ import type { QueueRouter } from './router.ts';
 import { setupTellerNamespace } from './teller-namespace.ts';
 import { toOffer, toTellerInfo } from './views.ts';
 import type { DecisionDeps } from './decisions.ts';
+import type { SocketAdapter } from './socket-adapter.ts';
 import { OneTimeCodeFlow, type OneTimeCodeDeps } from './one-time-codes.ts';
 import { setupSupervisorNamespace, SUPERVISORS_ROOM } from './supervisor-namespace.ts';
 import type { AuthorizationPolicy } from '../src/authorization/policy.ts';
@@ -37,6 +38,8 @@ export interface SignalingDeps {
   oneTimeCodes: Pick<OneTimeCodeDeps, 'codes' | 'webhooks'>;
   /** The identity checks during calls (absent: calls run without them). */
   identity?: Omit<CallIdentityDeps, 'store'>;
+  /** Several nodes: socket.io rooms shared through Redis (signaling/socket-adapter.ts). */
+  socketAdapter?: SocketAdapter['adapter'];
   /** Where calls are recorded (absent: calls are not recorded; the shipped server always records). */
   recording?: CallRecordingDeps;
   /** The contact-centre figures the supervisor board shows (absent: the board shows them as not available). */
@@ -60,6 +63,7 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
     serveClient: false,
     // Pages are served from the same origin; other origins are refused.
     cors: { origin: false },
+    ...(deps.socketAdapter ? { adapter: deps.socketAdapter } : {}),
   });
   const customer = io.of(NAMESPACES.customer);
   const teller = io.of(NAMESPACES.teller);
@@ -140,6 +144,9 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
       // sockets, or graceful shutdown waits in http.close() for each page to leave by itself.
       for (const ns of [customer, teller, supervisor]) ns.disconnectSockets(true);
       io.disconnectSockets(true);
+      // With the Redis adapter, each namespace's adapter unsubscribes here, before its Redis
+      // connections are closed (signaling/socket-adapter.ts), so nothing is sent on a closed one.
+      await Promise.all([...io._nsps.values()].map((ns) => ns.adapter.close()));
     },
   };
 }

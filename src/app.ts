@@ -8,6 +8,7 @@ import '../media/worker-bin.ts';
 import { MediaWorkerPool } from '../media/worker-pool.ts';
 import { QueueRouter } from '../signaling/router.ts';
 import { createSignaling, type Signaling } from '../signaling/server.ts';
+import { openSocketAdapter } from '../signaling/socket-adapter.ts';
 import { ApiKeys } from './auth/api-keys.ts';
 import { DEMO_STAFF_FILE, StaffDirectory } from './auth/staff-directory.ts';
 import { StaffTokens } from './auth/staff-tokens.ts';
@@ -172,7 +173,9 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   }
   http.get('/', async (_req, reply) => reply.redirect('/teller/'));
 
+  const socketAdapter = config.REDIS_URL ? await openSocketAdapter({ url: config.REDIS_URL, keyPrefix: config.REDIS_KEY_PREFIX, log: log.child({ part: 'signaling' }) }) : undefined;
   const signaling = createSignaling(http.server, {
+    ...(socketAdapter ? { socketAdapter: socketAdapter.adapter } : {}),
     store,
     router,
     pool: media,
@@ -237,6 +240,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       callStats.close();
       await signaling.calls.endAll('server_shutdown');
       await signaling.close();
+      await socketAdapter?.close();
       await http.close();
       media.close();
       await identity.close();
