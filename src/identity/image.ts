@@ -15,6 +15,7 @@
  */
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import { inflateSync } from 'node:zlib';
 
 export type ImageFormat = 'jpeg' | 'png';
 
@@ -288,9 +289,60 @@ function decodeJpeg(buf: Uint8Array, limits: ImageLimits): RgbImage {
   return { data: out.data, width: out.width, height: out.height };
 }
 
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+/** Adam7 passes: [x start, y start, x step, y step]. */
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+] as const;
+
+/**
+ * pngjs does not notice image data that ends before the image does: it then reads whatever its
+ * output buffer held (found by a test that failed now and then). So the IDAT stream is inflated
+ * here first, bounded by the exact size the header implies, and must have exactly that size.
+ */
+function checkPngDataLength(buf: Uint8Array): void {
+  const width = u32be(buf, 16);
+  const height = u32be(buf, 20);
+  const depth = buf[24]!;
+  const channels = PNG_CHANNELS[buf[25]!]!;
+  const interlaced = buf[28] === 1;
+  const rowBytes = (w: number) => (w === 0 ? 0 : 1 + Math.ceil((w * channels * depth) / 8));
+  let expected = 0;
+  if (!interlaced) expected = height * rowBytes(width);
+  else {
+    for (const [x0, y0, dx, dy] of ADAM7) {
+      const w = Math.ceil(Math.max(0, width - x0) / dx);
+      const h = Math.ceil(Math.max(0, height - y0) / dy);
+      if (w > 0) expected += h * rowBytes(w);
+    }
+  }
+  const parts: Uint8Array[] = [];
+  for (let o = 8; o + 12 <= buf.length; ) {
+    const len = u32be(buf, o);
+    const type = String.fromCharCode(...buf.subarray(o + 4, o + 8));
+    if (o + 12 + len > buf.length) throw new ImageError('corrupt', 'PNG: truncated chunk');
+    if (type === 'IDAT') parts.push(buf.subarray(o + 8, o + 8 + len));
+    if (type === 'IEND') break;
+    o += 12 + len;
+  }
+  let raw: Buffer;
+  try {
+    raw = inflateSync(Buffer.concat(parts), { maxOutputLength: expected + 1 });
+  } catch {
+    throw new ImageError('corrupt', 'PNG: the image data does not inflate');
+  }
+  if (raw.length !== expected) throw new ImageError('corrupt', `PNG: the image data holds ${raw.length} bytes, the image needs ${expected}`);
+}
+
 function decodePng(buf: Uint8Array, header: ImageHeader): RgbImage {
-  // pngjs verifies CRCs, inflates at most the size the header implies, and returns 8-bit RGBA
-  // whatever the colour type and depth.
+  checkPngDataLength(buf);
+  // pngjs verifies CRCs and returns 8-bit RGBA whatever the colour type and depth.
   const png = PNG.sync.read(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength));
   const { width, height } = png;
   if (width !== header.width || height !== header.height) throw new ImageError('corrupt', 'PNG: size mismatch');
