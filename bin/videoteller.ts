@@ -206,6 +206,23 @@ async function verifyCommand(args: string[]): Promise<number> {
     keysSource = `${path.resolve(keysFile)} (beside the ledger: proves integrity, not authenticity; pass --keys)`;
     if (!values.json) warn(`warning: keys taken from ${path.resolve(keysFile)}, beside the ledger; pass --keys with the bank's published JWKS to prove authenticity`);
   }
+  return runAudit(values, keysFile, keysSource, (opts) => auditLedgerDir(dir, opts), { dir }, dir);
+}
+
+type AuditRunOptions = Parameters<typeof auditLedgerDir>[1];
+
+/**
+ * The audit both `verify DIR` and `verify --database-url` run: the keys, the trusted checkpoints,
+ * progress, `--save-checkpoint`, and the report (JSON or text). Exit 0 when the log verifies.
+ */
+async function runAudit(
+  values: VerifyValues,
+  keysFile: string,
+  keysSource: string,
+  audit: (opts: AuditRunOptions) => Promise<AuditReport>,
+  jsonHead: Record<string, unknown>,
+  source: string,
+): Promise<number> {
   const keys = loadKeys(keysFile);
   if (keys.length === 0) throw new UsageError(`${keysFile} holds no Ed25519 key`);
   const trusted = (values.checkpoint ?? []).map((f) => ({ note: loadCheckpoint(f), label: path.basename(f) }));
@@ -213,7 +230,7 @@ async function verifyCommand(args: string[]): Promise<number> {
   const started = Date.now();
   let report: AuditReport;
   try {
-    report = await auditLedgerDir(dir, {
+    report = await audit({
       keys,
       ...(values.origin ? { origin: values.origin } : {}),
       allowUnsignedTail: values['allow-unsigned-tail'],
@@ -227,8 +244,8 @@ async function verifyCommand(args: string[]): Promise<number> {
   if (report.ok && values['save-checkpoint'] && report.checkpoints.latest) {
     writeFileSync(values['save-checkpoint'], report.checkpoints.latest.note);
   }
-  if (values.json) out(JSON.stringify({ command: 'verify', dir, keys: keysSource, elapsedMs, ...report }, null, 2));
-  else printReport(dir, report, keysSource, elapsedMs);
+  if (values.json) out(JSON.stringify({ command: 'verify', ...jsonHead, keys: keysSource, elapsedMs, ...report }, null, 2));
+  else printReport(source, report, keysSource, elapsedMs);
   return report.ok ? 0 : 1;
 }
 
@@ -266,33 +283,7 @@ async function verifyPostgres(values: VerifyValues & { 'database-url': string })
     keysSource = `${path.resolve(keysFile)} (the node's own: proves integrity, not authenticity; pass --keys)`;
     if (!values.json) warn(`warning: keys taken from ${path.resolve(keysFile)}; pass --keys with the bank's published JWKS to prove authenticity`);
   }
-  const keys = loadKeys(keysFile);
-  if (keys.length === 0) throw new UsageError(`${keysFile} holds no Ed25519 key`);
-  const trusted = (values.checkpoint ?? []).map((f) => ({ note: loadCheckpoint(f), label: path.basename(f) }));
-  const progress = new Progress(Boolean(process.stderr.isTTY) && !values['no-progress']);
-  const started = Date.now();
-  let report: AuditReport;
-  try {
-    report = await auditPostgresLedger({
-      databaseUrl: url,
-      schema,
-      keys,
-      ...(values.origin ? { origin: values.origin } : {}),
-      allowUnsignedTail: values['allow-unsigned-tail'],
-      trusted,
-      onProgress: (done, total, entries) => progress.update(done, total, entries),
-    });
-  } finally {
-    progress.done();
-  }
-  const elapsedMs = Date.now() - started;
-  if (report.ok && values['save-checkpoint'] && report.checkpoints.latest) {
-    writeFileSync(values['save-checkpoint'], report.checkpoints.latest.note);
-  }
-  const source = `${where} schema ${schema}`;
-  if (values.json) out(JSON.stringify({ command: 'verify', database: where, schema, keys: keysSource, elapsedMs, ...report }, null, 2));
-  else printReport(source, report, keysSource, elapsedMs);
-  return report.ok ? 0 : 1;
+  return runAudit(values, keysFile, keysSource, (opts) => auditPostgresLedger({ databaseUrl: url, schema, ...opts }), { database: where, schema }, `${where} schema ${schema}`);
 }
 
 async function verifyRecordCommand(args: string[]): Promise<number> {
