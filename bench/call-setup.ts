@@ -18,11 +18,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { buildPages, callStats, launchChromium, repoRoot, tempDir } from '../test/e2e/browser.ts';
 import { makeLivenessVideos } from '../test/e2e/fixtures/liveness-videos.ts';
+import { freePort, percentile } from './util.ts';
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 20);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
@@ -38,17 +38,6 @@ interface CallTimes {
   /** The server's first analysed frame, and its first 'match' decision, as the teller console received them. */
   firstAnalysis: number;
   firstMatch: number;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
 }
 
 async function startServer(dataDir: string): Promise<{ url: string; proc: ChildProcess }> {
@@ -145,11 +134,6 @@ async function oneCall(browser: Browser, url: string, teller: Page, referencePho
   } finally {
     await context.close();
   }
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 async function main(): Promise<void> {

@@ -38,6 +38,7 @@ import {
   rotate,
   type FixtureFace,
 } from '../test/fixtures/faces/samples.ts';
+import { percentile } from './util.ts';
 
 const args = new Map(
   process.argv.slice(2).map((a) => {
@@ -61,10 +62,6 @@ const VARIANTS: Variant[] = [
   { detector: 'ssd', label: 'ssd' },
 ];
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
 const f1 = (v: number) => v.toFixed(1);
 const f3 = (v: number) => v.toFixed(3);
 function table(head: string[], rows: (string | number)[][]): void {
@@ -105,8 +102,8 @@ if (ONLY.has('latency')) {
         e2e.push(o.latencyMs);
         if (o.analysis.faces.length === 1) found++;
       }
-      medians.set(v.label, pct(worker, 50));
-      rows.push([v.label, f1(pct(worker, 50)), f1(pct(worker, 95)), f1(pct(e2e, 50)), f1(pct(e2e, 95)), f1(1000 / pct(worker, 50)), `${found}/${FRAMES}`]);
+      medians.set(v.label, percentile(worker, 50));
+      rows.push([v.label, f1(percentile(worker, 50)), f1(percentile(worker, 95)), f1(percentile(e2e, 50)), f1(percentile(e2e, 95)), f1(1000 / percentile(worker, 50)), `${found}/${FRAMES}`]);
     } finally {
       await engine.close();
     }
@@ -150,7 +147,7 @@ if (ONLY.has('throughput')) {
       const total = counts.reduce((a, b) => a + b, 0);
       const rate = total / secs;
       rates.set(v.label, rate);
-      rows.push([v.label, total, f1(rate), f1(rate / CORES), f1(pct(lat, 50)), f1(pct(lat, 95)), Math.floor(rate / 2)]);
+      rows.push([v.label, total, f1(rate), f1(rate / CORES), f1(percentile(lat, 50)), f1(percentile(lat, 95)), Math.floor(rate / 2)]);
     } finally {
       await engine.close();
     }
@@ -258,9 +255,9 @@ if (ONLY.has('distances')) {
         `live detector: ${det} — references found in ${withRef} of ${crops.length} face crops; ` +
           `live frames without a face: ${misses} of ${transforms.length * withRef}`,
       );
-      const rows = [...genuine].map(([name, ds]) => [name, ds.length, f3(Math.min(...ds)), f3(pct(ds, 50)), f3(pct(ds, 95)), f3(Math.max(...ds))]);
+      const rows = [...genuine].map(([name, ds]) => [name, ds.length, f3(Math.min(...ds)), f3(percentile(ds, 50)), f3(percentile(ds, 95)), f3(Math.max(...ds))]);
       const allGenuine = [...genuine.values()].flat();
-      rows.push(['GENUINE, all', allGenuine.length, f3(Math.min(...allGenuine)), f3(pct(allGenuine, 50)), f3(pct(allGenuine, 95)), f3(Math.max(...allGenuine))]);
+      rows.push(['GENUINE, all', allGenuine.length, f3(Math.min(...allGenuine)), f3(percentile(allGenuine, 50)), f3(percentile(allGenuine, 95)), f3(Math.max(...allGenuine))]);
       const same: number[] = [];
       const cross: number[] = [];
       let closest = { d: Infinity, a: '', b: '' };
@@ -272,10 +269,10 @@ if (ONLY.has('distances')) {
           if (d < closest.d) closest = { d, a: faces[i]!.id, b: faces[j]!.id };
         }
       }
-      rows.push(['IMPOSTOR, same photo', same.length, f3(Math.min(...same)), f3(pct(same, 50)), f3(pct(same, 95)), f3(Math.max(...same))]);
-      rows.push(['impostor, other photo', cross.length, f3(Math.min(...cross)), f3(pct(cross, 50)), f3(pct(cross, 95)), f3(Math.max(...cross))]);
+      rows.push(['IMPOSTOR, same photo', same.length, f3(Math.min(...same)), f3(percentile(same, 50)), f3(percentile(same, 95)), f3(Math.max(...same))]);
+      rows.push(['impostor, other photo', cross.length, f3(Math.min(...cross)), f3(percentile(cross, 50)), f3(percentile(cross, 95)), f3(Math.max(...cross))]);
       table(['pairs', 'n', 'min', 'median', 'p95', 'max'], rows);
-      const p5 = (xs: number[]) => pct(xs, 5);
+      const p5 = (xs: number[]) => percentile(xs, 5);
       console.log(
         `closest impostor pair: ref ${closest.a} vs live ${closest.b} at ${f3(closest.d)}; ` +
           `impostor p5 same-photo ${f3(p5(same))}, other-photo ${f3(p5(cross))}; ` +

@@ -42,6 +42,7 @@ import { openServerLedger } from '../src/ledger/server-ledger.ts';
 import { createLogger } from '../src/logger.ts';
 import { openStore } from '../src/store/index.ts';
 import type { OfferRecord, SessionRecord, StateStore } from '../src/store/types.ts';
+import { percentile } from './util.ts';
 
 let SESSIONS = 1000;
 let TELLERS = 50;
@@ -69,12 +70,6 @@ interface RunResult {
   routedPerS: number;
   routeErrors: string[];
   queueAfter: number;
-}
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 function progress(text: string): void {

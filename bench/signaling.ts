@@ -19,7 +19,6 @@
  */
 import { execSync, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import type { StepReport } from './signaling-clients.ts';
+import { freePort, percentile } from './util.ts';
 
 const STEPS = (process.env.BENCH_STEPS ?? '500,1000,2000,4000').split(',').map(Number);
 const STEP_MAX_S = Number(process.env.BENCH_STEP_MAX_S ?? 150);
@@ -37,23 +37,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 async function settledMemory(): Promise<{ rss: number; heap: number }> {
   for (let i = 0; i < 3; i++) {
