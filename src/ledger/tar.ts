@@ -9,6 +9,7 @@
  * ustar headers is a page of code, and a reader that refuses everything but plain files (no links,
  * no absolute or `..` paths, no duplicate names) is safer for evidence than a general extractor.
  */
+import { concatBytes } from './bytes.ts';
 
 export const TAR_BLOCK = 512;
 /** 11 octal digits: the largest size a plain ustar header can state. */
@@ -80,15 +81,7 @@ export function writeTar(files: readonly { name: string; data: Uint8Array; mtime
   const parts: Uint8Array[] = [];
   for (const f of files) parts.push(tarHeader(f.name, f.data.length, f.mtimeSeconds ?? 0), f.data, tarPadding(f.data.length));
   parts.push(tarEnd());
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const out = new Uint8Array(length);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(...parts);
 }
 
 function readOctal(h: Uint8Array, offset: number, width: number, what: string): number {
