@@ -18,6 +18,7 @@ import { checkBlobs, sessionEvidenceSchema, verifySessionEvidence, webCryptoDige
 import { fromBase64 } from '../../src/ledger/bytes.ts';
 import { BUSINESS_TYPE_LABELS, byId, byTestId, formatDuration, setText, showView } from '../lib/dom.ts';
 import { setupStaffLogin, type StaffLogin } from '../lib/staff-login.ts';
+import { drawScoreChartFrame } from '../lib/score-chart.ts';
 
 const SESSION_KEY = 'videoteller.compliance';
 const PAGE_SIZE = 20;
@@ -504,15 +505,7 @@ function renderChart(): void {
       : 'No face-match summaries in this session.',
   );
   if (!ctx) return;
-  const { width: w, height: h } = canvas;
-  ctx.clearRect(0, 0, w, h);
-  ctx.strokeStyle = '#9aa0a6';
-  ctx.setLineDash([4, 4]);
-  ctx.beginPath();
-  ctx.moveTo(0, h / 2);
-  ctx.lineTo(w, h / 2);
-  ctx.stroke();
-  ctx.setLineDash([]);
+  const { w, h } = drawScoreChartFrame(ctx, canvas);
   if (points.length === 0) return;
   const start = current.t0 ?? points[0]!.ms;
   const end = Math.max(start + 10_000, ...points.map((p) => p.ms), current.t0 !== null ? start + (current.summary.recordings.at(-1)?.durationMs ?? 0) : 0);

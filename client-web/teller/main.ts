@@ -24,6 +24,7 @@ import { BUSINESS_TYPE_LABELS, byId, byTestId, exposeTestHook, formatDuration, l
 import { getLocalMedia, stopStream } from '../lib/media.ts';
 import { setupStaffLogin, type StaffLogin } from '../lib/staff-login.ts';
 import { connect, connectErrorOf, listen, request, RequestError, type AppSocket } from '../lib/socket.ts';
+import { drawScoreChartFrame } from '../lib/score-chart.ts';
 
 type Login = StaffLogin;
 
@@ -434,15 +435,7 @@ function drawScoreChart(): void {
   const canvas = byId<HTMLCanvasElement>('score-chart');
   const ctx = canvas.getContext('2d');
   if (!ctx) return;
-  const { width: w, height: h } = canvas;
-  ctx.clearRect(0, 0, w, h);
-  ctx.strokeStyle = '#9aa0a6';
-  ctx.setLineDash([4, 4]);
-  ctx.beginPath();
-  ctx.moveTo(0, h / 2);
-  ctx.lineTo(w, h / 2);
-  ctx.stroke();
-  ctx.setLineDash([]);
+  const { w, h } = drawScoreChartFrame(ctx, canvas);
   if (scoreSeries.length < 2) return;
   const t0 = scoreSeries[0]!.t;
   const span = Math.max(30_000, scoreSeries[scoreSeries.length - 1]!.t - t0);
