@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { issueRecord, openLedger, type RecordBundle } from '../../../src/ledger/index.ts';
+import { issueRecord, type RecordBundle } from '../../../src/ledger/index.ts';
+import { openTestEvidence } from '../../helpers/evidence.ts';
 import type { LedgerEntry } from '../../../src/ledger/types.ts';
 import { createLogger, type Logger } from '../../../src/logger.ts';
 import type { EvidenceSink } from '../../../src/evidence.ts';
@@ -18,30 +19,19 @@ export interface TestLedger {
 }
 
 export async function openTestLedger(): Promise<TestLedger> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'videoteller-wh-ledger-'));
-  const { ledger, keyRing } = await openLedger({ dataDir: dir, origin: 'test.local/ledger', checkpointIntervalMs: 60_000, log: createLogger('silent') });
-  const written: LedgerEntry[] = [];
+  const evidence = await openTestEvidence();
   return {
-    sink: {
-      async append(entry) {
-        const result = await ledger.append(entry);
-        written.push(result.entry);
-        return { index: result.index };
-      },
-    },
-    entries: (sessionId) => written.filter((e) => sessionId === undefined || e.sessionId === sessionId),
+    sink: evidence.sink,
+    entries: (sessionId) => evidence.entries(sessionId),
     async record(sessionId) {
       const issued = await issueRecord(
-        { ledger, keyRing, ttlSeconds: 3600 },
+        { ledger: evidence.ledger, keyRing: evidence.keyRing, ttlSeconds: 3600 },
         { decision: 'approved', reason: 'identity_verified', sessionId, customerRef: 'cust-42', businessType: 'consultation', tellerId: 't-alice', tellerScope: 'full_service', evidence: {} },
       );
       const { claims: _c, kid: _k, ...bundle } = issued;
       return bundle;
     },
-    async close() {
-      await ledger.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    close: () => evidence.close(),
   };
 }
 
