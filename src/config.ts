@@ -22,6 +22,12 @@ export const configSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Where keys, the ledger and blobs (recordings, photos) live. */
   DATA_DIR: z.string().min(1).default('./data'),
+  /**
+   * Recordings, photos and record bundles, by SHA-256 (default DATA_DIR/blobs). Several nodes point
+   * it at one shared file system: a call is recorded on the node holding its media, and replayed or
+   * co-signed from any node.
+   */
+  BLOB_DIR: z.string().min(1).optional(),
 
   /** Staff directory (YAML or JSON). Unset: the demo directory shipped in config/. */
   STAFF_FILE: z.string().min(1).optional(),
@@ -44,6 +50,13 @@ export const configSchema = z.object({
     .optional(),
   /** Prefix of every key this deployment writes, so several deployments can share one Redis. */
   REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/).default('videoteller:'),
+  /**
+   * This node's name among several (logs, and which node holds a call's media). Unset: a fresh
+   * name at every start (host, pid, random), so a restarted node never claims its past calls.
+   */
+  NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, '1 to 64 letters, digits, dots, dashes or underscores').optional(),
+  /** Several nodes: how often a node renews its heartbeat; after 3 missed, another node takes over what it left. */
+  CLUSTER_HEARTBEAT_MS: int(100, 60_000).default(2000),
 
   /** Routing. */
   ROUTING_MODE: z.enum(['longest_idle', 'random']).default('longest_idle'),
@@ -144,5 +157,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(c.PUBLIC_URL ? { PUBLIC_URL: c.PUBLIC_URL.replace(/\/$/, '') } : {}),
     DATA_DIR: path.resolve(c.DATA_DIR),
     ...(c.LEDGER_KEYS_DIR ? { LEDGER_KEYS_DIR: path.resolve(c.LEDGER_KEYS_DIR) } : {}),
+    ...(c.BLOB_DIR ? { BLOB_DIR: path.resolve(c.BLOB_DIR) } : {}),
   };
 }

@@ -44,9 +44,14 @@ export interface PutResult {
 export class BlobStore {
   readonly root: string;
 
-  /** `dataDir` is the server's DATA_DIR; blobs live in its `blobs/` folder. */
-  constructor(dataDir: string) {
-    this.root = path.join(path.resolve(dataDir), 'blobs');
+  /**
+   * `dataDir` is the server's DATA_DIR; blobs live in its `blobs/` folder unless `root` (BLOB_DIR)
+   * names another. Several nodes share one: a put is a rename of a complete, fsync'd file to its
+   * content address, so two nodes writing the same blob, or one reading while another writes, is safe
+   * on a shared file system (NFS and the like, which rename atomically within one folder).
+   */
+  constructor(dataDir: string, root?: string) {
+    this.root = root ? path.resolve(root) : path.join(path.resolve(dataDir), 'blobs');
   }
 
   /** Where a blob lives; throws BlobError('invalid_id') for anything but 64 lower-case hex digits. */

@@ -31,7 +31,7 @@ export class IdentityService {
     /** Observers (operations metrics): each live frame the engine analysed, compute and submit-to-result ms. */
     private readonly hooks: { onFrameAnalyzed?: (analysisMs: number, latencyMs: number) => void } = {},
   ) {
-    this.blobs = new BlobStore(config.DATA_DIR);
+    this.blobs = new BlobStore(config.DATA_DIR, config.BLOB_DIR);
     this.settings = {
       match: toMatchConfig(config),
       frameRate: config.IDENTITY_FRAME_RATE,

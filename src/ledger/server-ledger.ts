@@ -53,7 +53,7 @@ export async function openServerLedger(config: Config, log: Logger): Promise<Ser
     ...(config.DATABASE_URL ? { databaseUrl: config.DATABASE_URL, pgSchema: config.LEDGER_PG_SCHEMA } : {}),
   });
   const observers: AppendObserver[] = [];
-  const blobs = new BlobStore(config.DATA_DIR);
+  const blobs = new BlobStore(config.DATA_DIR, config.BLOB_DIR);
   // The sink every part writes through, timed from the call until the entry is durable.
   const evidence: EvidenceSink = {
     async append(entry) {
