@@ -43,6 +43,21 @@ export interface CallIdentityDeps {
 
 export const sessionRoom = (sessionId: string) => `session:${sessionId}`;
 export const tellerRoom = (tellerId: string) => `teller:${tellerId}`;
+/** The store index of the calls whose media a node holds (taken over when the node is lost). */
+export const callsIndex = (nodeId: string) => `calls:${nodeId}`;
+
+export interface CallCoordinatorDeps {
+  pool: MediaWorkerPool;
+  router: QueueRouter;
+  store: StateStore;
+  evidence: EvidenceSink;
+  namespaces: { customer: AppNamespace; teller: AppNamespace };
+  /** This node's id: sessions name the node holding their call's media (SessionRecord.mediaNode). */
+  nodeId: string;
+  log: Logger;
+  identity?: CallIdentityDeps;
+  recording?: CallRecordingDeps;
+}
 
 /**
  * Owns the calls in progress on this node: creates the call's media when a teller accepts, tells
@@ -54,15 +69,22 @@ export class CallCoordinator {
   /** Recordings of ended calls, until stored: the decision waits for its call's (the record names it). */
   private readonly recordings = new Map<string, Promise<RecordingSummary | undefined>>();
 
-  constructor(
-    private readonly pool: MediaWorkerPool,
-    private readonly router: QueueRouter,
-    private readonly evidence: EvidenceSink,
-    private readonly namespaces: { customer: AppNamespace; teller: AppNamespace },
-    private readonly log: Logger,
-    private readonly identityDeps?: CallIdentityDeps,
-    private readonly recordingDeps?: CallRecordingDeps,
-  ) {
+  private readonly pool: MediaWorkerPool;
+  private readonly router: QueueRouter;
+  private readonly store: StateStore;
+  private readonly evidence: EvidenceSink;
+  private readonly namespaces: CallCoordinatorDeps['namespaces'];
+  private readonly log: Logger;
+  private readonly identityDeps?: CallIdentityDeps;
+  private readonly recordingDeps?: CallRecordingDeps;
+  readonly nodeId: string;
+
+  constructor(deps: CallCoordinatorDeps) {
+    ({ pool: this.pool, router: this.router, store: this.store, evidence: this.evidence, namespaces: this.namespaces, log: this.log, nodeId: this.nodeId } = deps);
+    this.identityDeps = deps.identity;
+    this.recordingDeps = deps.recording;
+    const { router } = deps;
+    // The node whose router accepted (the teller's node) holds the call's media.
     router.on('accepted', (session, teller) => {
       this.start(session, teller).catch(async (err) => {
         this.log.error({ err, sessionId: session.id }, 'call setup failed');
@@ -81,6 +103,9 @@ export class CallCoordinator {
     const media = await CallMedia.create(this.pool, { callId, sessionId: session.id, logger: log });
     const call: ActiveCall = { callId, sessionId: session.id, tellerId: teller.id, media, log };
     this.bySession.set(session.id, call);
+    // Named before either side hears of the call, so every node forwards their media requests here.
+    await this.store.updateSession(session.id, (s) => ({ ...s, mediaNode: this.nodeId }));
+    await this.store.addToIndex(callsIndex(this.nodeId), session.id);
     if (this.recordingDeps) call.recording = CallRecording.start(media, this.recordingDeps, this.evidence, log.child({ part: 'recorder' }));
 
     media.on('producer', ({ participant, producerId, kind }) => {
@@ -102,7 +127,7 @@ export class CallCoordinator {
       sessionId: session.id,
       type: 'call.started',
       actor: teller.id,
-      payload: { callId, tellerId: teller.id, worker: media.workerPid ?? null },
+      payload: { callId, tellerId: teller.id, node: this.nodeId, worker: media.workerPid ?? null },
     });
     log.info({ tellerId: teller.id }, 'call started');
     this.emitTo(call, 'customer', 'call:start', { callId, sessionId: session.id, role: 'customer', peerName: teller.displayName });
@@ -136,6 +161,7 @@ export class CallCoordinator {
     const to = reason === 'failed' || reason === 'peer_lost' ? 'failed' : 'ended';
     await this.router.endCall(sessionId, actor, reason, reason === 'server_shutdown' ? 'ended' : to);
     if (!call) return this.recordings.get(sessionId);
+    void this.store.removeFromIndex(callsIndex(this.nodeId), sessionId).catch((err) => call.log.warn({ err }, 'call index update failed'));
     call.ended = true;
     await call.tap?.close().catch((err) => call.log.warn({ err }, 'frame tap close failed'));
     // Finished before the router closes, so the last moments are in the file.
@@ -153,6 +179,41 @@ export class CallCoordinator {
     this.emitTo(call, 'customer', 'call:ended', ended);
     this.emitTo(call, 'teller', 'call:ended', ended);
     return recording;
+  }
+
+  /**
+   * A participant is back (their page reconnected, to this node or another) while the call waits
+   * for them: the call resumes and their page starts its media again. False: no call here to resume.
+   */
+  async rejoin(sessionId: string, participant: Participant, actor: string): Promise<boolean> {
+    const call = this.bySession.get(sessionId);
+    if (!call || call.ended) return false;
+    await this.router.markReconnected(sessionId, actor);
+    await call.media.resetParticipant(participant);
+    this.emitTo(call, participant, 'call:start', {
+      callId: call.callId,
+      sessionId,
+      role: participant,
+      peerName: participant === 'customer' ? 'Teller' : 'Customer',
+    });
+    return true;
+  }
+
+  /**
+   * The call of a session whose media node was lost (its heartbeat ran out): the media are gone with
+   * it, so the call fails, with the lost node named in the evidence, and both pages are told.
+   */
+  async endOrphaned(sessionId: string, lostNode: string): Promise<void> {
+    const session = await this.store.getSession(sessionId);
+    await this.store.removeFromIndex(callsIndex(lostNode), sessionId);
+    if (!session?.callId || session.mediaNode !== lostNode) return;
+    const ended = await this.router.endCall(sessionId, 'system', 'media_node_lost', 'failed');
+    if (!ended) return;
+    await this.evidence.append({ sessionId, type: 'call.ended', actor: 'system', payload: { callId: session.callId, reason: 'failed', lostNode } });
+    this.log.warn({ sessionId, callId: session.callId, lostNode }, 'call failed: its media node was lost');
+    const msg = { callId: session.callId, sessionId, reason: 'failed' as const };
+    this.namespaces.customer.to(sessionRoom(sessionId)).emit('call:ended', msg);
+    if (session.tellerId) this.namespaces.teller.to(tellerRoom(session.tellerId)).emit('call:ended', msg);
   }
 
   /**

@@ -4,9 +4,9 @@ import type { StaffTokens } from '../src/auth/staff-tokens.ts';
 import type { EvidenceSink } from '../src/evidence.ts';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
-import type { CallCoordinator } from './calls.ts';
 import { sessionRoom } from './calls.ts';
-import type { GraceTimers } from './grace.ts';
+import type { CallOps } from './call-operations.ts';
+import type { Presence } from './presence.ts';
 import { connectError, handle, SignalingError, type AppSocket } from './handlers.ts';
 import { registerMediaHandlers } from './media-handlers.ts';
 import { customerAuthSchema, type ClientToServerEvents, type ServerToClientEvents } from './protocol.ts';
@@ -19,10 +19,11 @@ import { rateCall } from './ratings.ts';
 export interface CustomerNamespaceDeps {
   store: StateStore;
   router: QueueRouter;
-  calls: CallCoordinator;
+  /** Operations on the customer's call, run on the node holding its media. */
+  ops: CallOps;
+  presence: Presence;
   evidence: EvidenceSink;
   staffTokens: StaffTokens;
-  grace: GraceTimers;
   otp: OneTimeCodeFlow;
   log: Logger;
 }
@@ -40,7 +41,7 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
  * on first use, answered with a resume token for reconnects within the session) or the resume token.
  */
 export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, ServerToClientEvents>, deps: CustomerNamespaceDeps): void {
-  const { store, router, calls, evidence, staffTokens, grace, log } = deps;
+  const { store, router, ops, presence, evidence, staffTokens, log } = deps;
 
   ns.use((socket, next) => {
     authenticate(socket.handshake.auth)
@@ -97,12 +98,10 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
         language: session.language,
         ...(resumeToken ? { resumeToken } : {}),
       });
-      if (grace.cancel(`customer:${sessionId}`)) slog.info('customer back within the grace period');
-      const call = calls.get(sessionId);
-      if (call && session.state === 'reconnecting') {
-        await router.markReconnected(sessionId, 'customer');
-        await call.media.resetParticipant('customer');
-        socket.emit('call:start', { callId: call.callId, sessionId, role: 'customer', peerName: 'Teller' });
+      await presence.connected('customer', sessionId);
+      // Back during a call (on this node or another): the call resumes where its media are.
+      if (session.state === 'reconnecting' && (await ops.rejoin(sessionId, { participant: 'customer', actor: 'customer' }))) {
+        slog.info('customer back within the grace period');
       }
       const position = (await router.queuePositions()).get(sessionId);
       if (position) socket.emit('queue:position', position);
@@ -131,12 +130,15 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
     });
 
     handle(socket, 'call:hangup', slog, async () => {
-      calls.require(sessionId);
-      await calls.end(sessionId, 'customer', 'customer_hangup');
+      await ops.hangUp(sessionId, { actor: 'customer', reason: 'customer_hangup' });
       return { state: (await store.getSession(sessionId))!.state };
     });
 
-    handle(socket, 'otp:submit', slog, async ({ code }) => deps.otp.submit(sessionId, calls.require(sessionId).tellerId, code));
+    handle(socket, 'otp:submit', slog, async ({ code }) => {
+      const s = await store.getSession(sessionId);
+      if (!s?.tellerId || (s.state !== 'in_call' && s.state !== 'reconnecting')) throw new SignalingError('invalid_state', 'no call in progress');
+      return deps.otp.submit(sessionId, s.tellerId, code);
+    });
 
     // The page stays connected after call:ended to offer the rating (a reconnect is refused once the session ended).
     handle(socket, 'rating:submit', slog, async (msg) => {
@@ -145,23 +147,11 @@ export function setupCustomerNamespace(ns: Namespace<ClientToServerEvents, Serve
       return result;
     });
 
-    registerMediaHandlers(socket, 'customer', async () => sessionId, calls, slog);
+    registerMediaHandlers(socket, 'customer', async () => sessionId, ops, slog);
 
     socket.on('disconnect', (reason) => {
       slog.info({ reason }, 'customer disconnected');
-      void (async () => {
-        if ((await ns.in(sessionRoom(sessionId)).fetchSockets()).length > 0) return;
-        const session = await store.getSession(sessionId);
-        if (!session || isTerminal(session.state)) return;
-        if (session.state === 'in_call') await router.markReconnecting(sessionId, 'customer');
-        grace.start(`customer:${sessionId}`, () => {
-          void (async () => {
-            const s = await store.getSession(sessionId);
-            if (s?.state === 'reconnecting' || (s?.state === 'decided' && calls.get(sessionId))) await calls.end(sessionId, 'system', 'peer_lost');
-            else if (s && (s.state === 'queued' || s.state === 'offered' || s.state === 'created')) await router.abandon(sessionId, 'customer_disconnected');
-          })().catch((err) => slog.error({ err }, 'grace action failed'));
-        });
-      })().catch((err) => slog.error({ err }, 'customer disconnect handling failed'));
+      presence.disconnected('customer', sessionId).catch((err) => slog.error({ err }, 'customer disconnect handling failed'));
     });
   });
 }

@@ -5,7 +5,11 @@ import type { EvidenceSink } from '../src/evidence.ts';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
 import type { MediaWorkerPool } from '../media/worker-pool.ts';
-import { CallCoordinator, sessionRoom, tellerRoom, type CallIdentityDeps } from './calls.ts';
+import { CallCoordinator, callsIndex, sessionRoom, tellerRoom, type CallIdentityDeps } from './calls.ts';
+import { CallDispatch } from './call-dispatch.ts';
+import { defineCallOperations } from './call-operations.ts';
+import { Presence } from './presence.ts';
+import type { Cluster } from '../src/cluster/types.ts';
 import type { CallRecordingDeps } from './call-recording.ts';
 import { setupCustomerNamespace } from './customer-namespace.ts';
 import { GraceTimers } from './grace.ts';
@@ -38,6 +42,8 @@ export interface SignalingDeps {
   oneTimeCodes: Pick<OneTimeCodeDeps, 'codes' | 'webhooks'>;
   /** The identity checks during calls (absent: calls run without them). */
   identity?: Omit<CallIdentityDeps, 'store'>;
+  /** This node among the deployment's nodes (one node: a LocalCluster). */
+  cluster: Cluster;
   /** Several nodes: socket.io rooms shared through Redis (signaling/socket-adapter.ts). */
   socketAdapter?: SocketAdapter['adapter'];
   /** Where calls are recorded (absent: calls are not recorded; the shipped server always records). */
@@ -68,15 +74,17 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
   const customer = io.of(NAMESPACES.customer);
   const teller = io.of(NAMESPACES.teller);
   const supervisor = io.of(NAMESPACES.supervisor);
-  const calls = new CallCoordinator(
-    deps.pool,
+  const calls = new CallCoordinator({
+    pool: deps.pool,
     router,
-    deps.evidence,
-    { customer, teller },
+    store: deps.store,
+    evidence: deps.evidence,
+    namespaces: { customer, teller },
+    nodeId: deps.cluster.self.id,
     log,
-    deps.identity ? { ...deps.identity, store: deps.store } : undefined,
-    deps.recording,
-  );
+    ...(deps.identity ? { identity: { ...deps.identity, store: deps.store } } : {}),
+    ...(deps.recording ? { recording: deps.recording } : {}),
+  });
   const grace = new GraceTimers(deps.reconnectGraceMs);
 
   const otp = new OneTimeCodeFlow({
@@ -105,8 +113,15 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
     },
     log,
   };
-  setupCustomerNamespace(customer, { ...deps, calls, grace, otp, log: log.child({ ns: 'customer' }) });
-  setupTellerNamespace(teller, { ...deps, calls, grace, decisions, otp, log: log.child({ ns: 'teller' }) });
+  const ops = defineCallOperations(new CallDispatch(calls, deps.store, deps.cluster, log.child({ part: 'call-dispatch' })), calls, decisions);
+  const presence = new Presence({ namespaces: { customer, teller }, store: deps.store, router, grace, ops, nodeId: deps.cluster.self.id, log });
+  // Another node died: its calls fail (their media died with it); its pages get their grace period here.
+  deps.cluster.onNodeLost(async (lostNode) => {
+    for (const sessionId of await deps.store.indexMembers(callsIndex(lostNode))) await calls.endOrphaned(sessionId, lostNode);
+    await presence.takeOver(lostNode);
+  });
+  setupCustomerNamespace(customer, { ...deps, ops, presence, otp, log: log.child({ ns: 'customer' }) });
+  setupTellerNamespace(teller, { ...deps, ops, presence, otp, log: log.child({ ns: 'teller' }) });
   setupSupervisorNamespace(supervisor, { ...deps, decisions, log: log.child({ ns: 'supervisor' }) });
 
   router.on('offer', (offer, session) => teller.to(tellerRoom(offer.tellerId)).emit('offer:new', toOffer(offer, session)));
@@ -138,6 +153,7 @@ export function createSignaling(httpServer: HttpServer, deps: SignalingDeps): Si
     io,
     calls,
     async close() {
+      presence.leave();
       grace.clear();
       // The HTTP server belongs to Fastify, which closes it (and socket.io's engine with it).
       // disconnectSockets on the server reaches the main namespace only: close every namespace's

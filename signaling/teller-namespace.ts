@@ -3,30 +3,30 @@ import type { StaffIdentity, StaffTokens } from '../src/auth/staff-tokens.ts';
 import { requireStaffHandshake } from './staff-auth.ts';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
-import { tellerRoom, type CallCoordinator } from './calls.ts';
-import type { GraceTimers } from './grace.ts';
+import { tellerRoom } from './calls.ts';
+import type { CallOps } from './call-operations.ts';
+import type { Presence } from './presence.ts';
 import { handle, SignalingError, type AppSocket } from './handlers.ts';
 import { registerMediaHandlers } from './media-handlers.ts';
 import type { ClientToServerEvents, ServerToClientEvents } from './protocol.ts';
 import type { QueueRouter } from './router.ts';
 import { toOffer, toTellerInfo } from './views.ts';
-import { decideCall, type DecisionDeps } from './decisions.ts';
 import type { OneTimeCodeFlow } from './one-time-codes.ts';
 
 export interface TellerNamespaceDeps {
   store: StateStore;
   router: QueueRouter;
-  calls: CallCoordinator;
+  /** Operations on the teller's call, run on the node holding its media. */
+  ops: CallOps;
+  presence: Presence;
   staffTokens: StaffTokens;
-  grace: GraceTimers;
-  decisions: DecisionDeps;
   otp: OneTimeCodeFlow;
   log: Logger;
 }
 
 /** `/teller`: the teller console. The handshake carries the staff JWT from POST /api/auth/login. */
 export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerToClientEvents>, deps: TellerNamespaceDeps): void {
-  const { store, router, calls, staffTokens, grace, decisions, log } = deps;
+  const { store, router, ops, presence, log } = deps;
 
   requireStaffHandshake(ns, deps, ['teller'], 'teller console');
 
@@ -37,7 +37,7 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     tlog.info('teller connected');
 
     void (async () => {
-      grace.cancel(`teller:${staff.id}`);
+      await presence.connected('teller', staff.id);
       const teller = await router.tellerOnline(staff);
       socket.emit('teller:info', toTellerInfo(teller));
       // A reconnecting console gets back what it was in the middle of.
@@ -46,14 +46,8 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
         const session = offer && (await store.getSession(offer.sessionId));
         if (offer?.state === 'pending' && session) socket.emit('offer:new', toOffer(offer, session));
       }
-      if (teller.state === 'busy' && teller.sessionId) {
-        const call = calls.get(teller.sessionId);
-        if (call) {
-          await router.markReconnected(teller.sessionId, staff.id);
-          await call.media.resetParticipant('teller');
-          socket.emit('call:start', { callId: call.callId, sessionId: call.sessionId, role: 'teller', peerName: 'Customer' });
-        }
-      }
+      // Back during a call (on this node or another): the call resumes where its media are.
+      if (teller.state === 'busy' && teller.sessionId) await ops.rejoin(teller.sessionId, { participant: 'teller', actor: staff.id });
     })().catch((err) => tlog.error({ err }, 'teller connect failed'));
 
     const currentSession = async () => (await store.getTeller(staff.id))?.sessionId;
@@ -77,41 +71,23 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       const sessionId = await currentSession();
       const teller = await store.getTeller(staff.id);
       if (!sessionId || teller?.state !== 'busy') throw new SignalingError('invalid_state', 'no call in progress');
-      await calls.end(sessionId, staff.id, 'teller_hangup');
+      await ops.end(sessionId, { actor: staff.id, reason: 'teller_hangup' });
       return { state: (await store.getSession(sessionId))!.state };
     });
 
-    handle(socket, 'call:decide', tlog, async (msg) => {
-      const sessionId = await callSession();
-      return decideCall({ ...decisions, log: tlog.child({ sessionId }) }, staff, sessionId, msg);
-    });
+    handle(socket, 'call:decide', tlog, async (msg) => ops.decide(await callSession(), { staff, msg }));
 
-    handle(socket, 'liveness:start', tlog, async () => calls.startLiveness(await callSession()));
+    handle(socket, 'liveness:start', tlog, async () => ops.startLiveness(await callSession(), {}));
 
-    handle(socket, 'document:capture', tlog, async ({ checklist }) => calls.captureDocument(await callSession(), staff.id, checklist));
+    handle(socket, 'document:capture', tlog, async ({ checklist }) => ops.captureDocument(await callSession(), { tellerId: staff.id, checklist }));
 
     handle(socket, 'otp:send', tlog, async () => deps.otp.send(staff.id, await callSession()));
 
-    registerMediaHandlers(socket, 'teller', currentSession, calls, tlog);
+    registerMediaHandlers(socket, 'teller', currentSession, ops, tlog);
 
     socket.on('disconnect', (reason) => {
       tlog.info({ reason }, 'teller disconnected');
-      void (async () => {
-        if ((await ns.in(tellerRoom(staff.id)).fetchSockets()).length > 0) return;
-        const teller = await store.getTeller(staff.id);
-        if (teller?.state === 'busy' && teller.sessionId) {
-          const sessionId = teller.sessionId;
-          await router.markReconnecting(sessionId, staff.id);
-          grace.start(`teller:${staff.id}`, () => {
-            void (async () => {
-              await calls.end(sessionId, 'system', 'peer_lost');
-              await router.tellerOffline(staff.id);
-            })().catch((err) => tlog.error({ err }, 'grace action failed'));
-          });
-        } else {
-          await router.tellerOffline(staff.id);
-        }
-      })().catch((err) => tlog.error({ err }, 'teller disconnect handling failed'));
+      presence.disconnected('teller', staff.id).catch((err) => tlog.error({ err }, 'teller disconnect handling failed'));
     });
   });
 }

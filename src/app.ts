@@ -32,6 +32,7 @@ import { createOneTimeCodes } from './otp/index.ts';
 import { openWebhookOutbox } from './webhooks/index.ts';
 import type { Logger } from './logger.ts';
 import { openStore } from './store/index.ts';
+import { openCluster } from './cluster/index.ts';
 import type { StateStore } from './store/types.ts';
 
 const CLIENT_DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '../client-web/dist');
@@ -173,9 +174,11 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   }
   http.get('/', async (_req, reply) => reply.redirect('/teller/'));
 
+  const cluster = await openCluster(config, log.child({ part: 'cluster' }));
   const socketAdapter = config.REDIS_URL ? await openSocketAdapter({ url: config.REDIS_URL, keyPrefix: config.REDIS_KEY_PREFIX, log: log.child({ part: 'signaling' }) }) : undefined;
   const signaling = createSignaling(http.server, {
     ...(socketAdapter ? { socketAdapter: socketAdapter.adapter } : {}),
+    cluster,
     store,
     router,
     pool: media,
@@ -240,6 +243,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       callStats.close();
       await signaling.calls.endAll('server_shutdown');
       await signaling.close();
+      await cluster.close();
       await socketAdapter?.close();
       await http.close();
       media.close();

@@ -161,8 +161,7 @@ function start(): void {
   });
   s.on('disconnect', (reason) => {
     if (step === 'ended' || step === 'error') return;
-    if (reason === 'io server disconnect') showError('unavailable', 'Disconnected', 'The video service closed the connection.');
-    else setBanner('Connection lost. Reconnecting…');
+    setBanner(reason === 'io server disconnect' ? 'The video service is restarting. Reconnecting…' : 'Connection lost. Reconnecting…');
   });
 
   listen(s, 'session:info', (info) => {

@@ -114,14 +114,22 @@ export interface ConnectOptions {
 
 /** Connects to a namespace of the page's own origin. */
 export function connect(namespace: '/customer' | '/teller' | '/supervisor', opts: ConnectOptions): AppSocket {
-  return io(namespace, {
+  const reconnection = opts.reconnection ?? true;
+  const socket: AppSocket = io(namespace, {
     auth: (cb) => cb({ token: opts.token() }),
     // WebSocket first; long-polling stays as the fallback for proxies that block upgrades.
     transports: ['websocket', 'polling'],
-    reconnection: opts.reconnection ?? true,
+    reconnection,
     reconnectionDelay: 500,
     reconnectionDelayMax: 5000,
   });
+  // The server disconnects pages only when a node shuts down (a restart, a deployment): come back,
+  // through the load balancer to another node or to the node restarted. socket.io does not retry
+  // a disconnect the server made by itself.
+  socket.on('disconnect', (reason) => {
+    if (reason === 'io server disconnect' && reconnection) setTimeout(() => socket.connect(), 250 + Math.random() * 750);
+  });
+  return socket;
 }
 
 /**

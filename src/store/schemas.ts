@@ -33,6 +33,7 @@ const sessionSchema = z.object({
   offerId: z.string().optional(),
   tellerId: z.string().optional(),
   callId: z.string().optional(),
+  mediaNode: z.string().optional(),
   declinedBy: z.record(z.string(), z.number()),
   answeredAt: epochMs.optional(),
   endedAt: epochMs.optional(),

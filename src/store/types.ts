@@ -30,6 +30,8 @@ export interface SessionRecord {
   offerId?: string;
   tellerId?: string;
   callId?: string;
+  /** The node holding the call's media (its mediasoup router); both sides' media requests go there. */
+  mediaNode?: string;
   /** Tellers who declined this session recently (epoch ms of the decline), skipped when routing. */
   declinedBy: Record<string, number>;
   answeredAt?: number;
