@@ -88,7 +88,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
   });
   // Undelivered webhooks left on disk by the last run resume here.
   const webhooks = await openWebhookOutbox(config, evidence, log.child({ part: 'webhooks' }));
-  const oneTimeCodes = createOneTimeCodes(config, evidence, log.child({ part: 'otp' }));
+  const oneTimeCodes = await createOneTimeCodes(config, evidence, log.child({ part: 'otp' }));
   if (config.LIVENESS_CHALLENGE_TYPES) {
     log.warn({ challenges: config.LIVENESS_CHALLENGE_TYPES }, 'LIVENESS_CHALLENGE_TYPES is set: liveness challenges are predictable (tests only)');
   }
@@ -249,6 +249,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
       media.close();
       await identity.close();
       await webhooks.close();
+      await oneTimeCodes.close();
       await store.close();
       await ledger.close();
       log.info('shut down');

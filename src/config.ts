@@ -145,6 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const c = parsed.data;
   if (c.RTC_MIN_PORT > c.RTC_MAX_PORT) throw new ConfigError(['RTC_MIN_PORT: must not exceed RTC_MAX_PORT']);
+  if (c.REDIS_URL && !c.OTP_SECRET) throw new ConfigError(['OTP_SECRET: required when REDIS_URL is set (every node must hash one-time codes with the same key)']);
   const webhookIssues = webhookConfigIssues(c, c.API_KEYS);
   if (webhookIssues.length) throw new ConfigError(webhookIssues);
   try {

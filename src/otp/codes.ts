@@ -13,6 +13,7 @@
  *       appends `otp.result` (no code, no input) for every counted attempt and for the first
  *       attempt after expiry
  *   codes.forget(sessionId) → Promise<void>  (the session ended)
+ *   codes.close() → Promise<void>  (shutdown: closes the store, e.g. its Redis connection)
  *
  * Decisions, so the wiring and the tests agree:
  * - Only an HMAC-SHA256 of the code is kept (key: OTP_SECRET or a random per-process key, over
@@ -47,7 +48,7 @@ export interface OneTimeCodesOptions {
   minIssueIntervalMs?: number;
   /** How long a session's counters are kept after its last change. Default 24 h. */
   retentionMs?: number;
-  /** Default: in memory (one node). */
+  /** Default: in memory (one node). Several nodes: a RedisOtpStore (index.ts picks it by REDIS_URL). close() closes it. */
   store?: OtpStateStore;
   now?: () => number;
 }
@@ -213,6 +214,11 @@ export class OneTimeCodes {
 
   async forget(sessionId: string): Promise<void> {
     await this.store.delete(sessionId);
+  }
+
+  /** Shutdown: closes the store (the Redis store's connection); no call may follow. */
+  async close(): Promise<void> {
+    await this.store.close?.();
   }
 
   private checkSession(sessionId: string): void {

@@ -8,7 +8,8 @@ export const otpConfigSchema = z.object({
   OTP_TTL_S: z.coerce.number().int().min(30).max(1800).default(300),
   /**
    * HMAC key for the stored code hashes. Unset: a random key per process, which is right while
-   * the codes live in this process's memory; several nodes sharing the state need one key.
+   * the codes live in this process's memory. Required with REDIS_URL (src/config.ts checks it):
+   * the codes' state is then shared in Redis, and every node must hash with the same key.
    */
   OTP_SECRET: z.string().min(32).optional(),
 });

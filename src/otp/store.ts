@@ -1,11 +1,12 @@
 /**
- * Where one-time-code state lives, behind one small interface so it can move to the shared store
- * (Redis) for several nodes. The state holds an HMAC of the code, never the code.
+ * Where one-time-code state lives, behind one small interface: here in memory (one node), or in
+ * Redis for several nodes (redis-store.ts, chosen by REDIS_URL in index.ts). The state holds an
+ * HMAC of the code, never the code.
  *
  * update() is the only write: it must run `fn` atomically against the session's current state
- * (the memory store does, being single-threaded and synchronous; a Redis store would use
- * WATCH/MULTI and re-run `fn` on conflict, so `fn` must be pure). Everything read back from a
- * shared store must be parsed with otpStateSchema.
+ * (the memory store does, being single-threaded and synchronous; the Redis store reads, runs `fn`,
+ * writes with a compare-and-set script and re-runs `fn` on conflict, so `fn` must be pure).
+ * Everything read back from a shared store is parsed with otpStateSchema.
  */
 import { z } from 'zod';
 
@@ -34,6 +35,8 @@ export interface OtpStateStore {
    */
   update<T>(sessionId: string, retentionMs: number, fn: (current: OtpState | undefined) => { next?: OtpState; result: T }): Promise<T>;
   delete(sessionId: string): Promise<void>;
+  /** Releases what the store holds (the Redis connection); the store is unusable afterwards. */
+  close?(): Promise<void>;
 }
 
 /** One node: a Map, swept of entries past their retention at most once a minute. */

@@ -34,6 +34,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     WRAP_UP_MS: '0',
     RECONNECT_GRACE_MS: '2000',
     RTC_LISTEN_IP: '127.0.0.1',
+    // Several nodes (REDIS_URL) share the one-time codes' state, so they need one HMAC key, as in production.
+    ...(env.REDIS_URL ? { OTP_SECRET: 'test-otp-secret-shared-by-nodes-0123456789' } : {}),
     ...env,
   });
   const log = createLogger(config.LOG_LEVEL);

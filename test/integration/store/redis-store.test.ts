@@ -263,13 +263,16 @@ describe('RedisStore across nodes', () => {
   });
 });
 
+/** loadConfig requires OTP_SECRET with REDIS_URL (the nodes share one-time codes). */
+const OTP_SECRET_FOR_CONFIG = 'otp-secret-for-config-0123456789abcdef';
+
 describe('openStore', () => {
   it('opens memory without REDIS_URL and Redis with it', async () => {
     const memory = await openStore(loadConfig({}), silentLog);
     expect(memory).toBeInstanceOf(MemoryStore);
     await memory.close();
     const p = prefix();
-    const redis = await openStore(loadConfig({ REDIS_URL: SHARED_REDIS_URL, REDIS_KEY_PREFIX: p }), silentLog);
+    const redis = await openStore(loadConfig({ REDIS_URL: SHARED_REDIS_URL, REDIS_KEY_PREFIX: p, OTP_SECRET: OTP_SECRET_FOR_CONFIG }), silentLog);
     nodes.push(redis);
     expect(redis.kind).toBe('redis');
     await redis.createSession(session());
@@ -283,7 +286,7 @@ describe('openStore', () => {
 
   it('fails at once with StoreUnavailableError when nothing listens at REDIS_URL', async () => {
     const port = await freePort();
-    const err = await openStore(loadConfig({ REDIS_URL: `redis://:s3cret-pass@127.0.0.1:${port}` }), silentLog).catch((e: unknown) => e);
+    const err = await openStore(loadConfig({ REDIS_URL: `redis://:s3cret-pass@127.0.0.1:${port}`, OTP_SECRET: OTP_SECRET_FOR_CONFIG }), silentLog).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreUnavailableError);
     expect((err as Error).message).toContain(`cannot connect to Redis at 127.0.0.1:${port}`);
     expect((err as Error).message).toContain('ECONNREFUSED');

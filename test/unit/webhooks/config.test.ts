@@ -71,6 +71,15 @@ describe('webhook and one-time-code settings', () => {
     }
   });
 
+  it('require OTP_SECRET with REDIS_URL: nodes sharing the codes in Redis must hash them with one key', () => {
+    const err = configError({ REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(err.issues).toEqual(['OTP_SECRET: required when REDIS_URL is set (every node must hash one-time codes with the same key)']);
+    const c = loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', OTP_SECRET: SECRET_A });
+    expect(otpOptionsFromConfig(c)).toEqual({ ttlMs: 300_000, secret: SECRET_A });
+    // One node, no Redis: a random key per process is fine.
+    expect(loadConfig({}).OTP_SECRET).toBeUndefined();
+  });
+
   it('name every bad entry of a list at once', () => {
     const err = configError({ WEBHOOKS: `a=http://a.example/h|${SECRET_A},b=https://b.example/h|short,c=https://c.example/h|${SECRET_B}` });
     expect(err.issues).toEqual([
