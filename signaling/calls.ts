@@ -204,6 +204,8 @@ export class CallCoordinator {
    * it, so the call fails, with the lost node named in the evidence, and both pages are told.
    */
   async endOrphaned(sessionId: string, lostNode: string): Promise<void> {
+    // This process's own call (the lost node is this node's earlier life): alive, leave it.
+    if (this.bySession.has(sessionId)) return;
     const session = await this.store.getSession(sessionId);
     await this.store.removeFromIndex(callsIndex(lostNode), sessionId);
     if (!session?.callId || session.mediaNode !== lostNode) return;

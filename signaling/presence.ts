@@ -67,6 +67,8 @@ export class Presence {
     const index = presenceIndex(lostNode);
     for (const member of await this.deps.store.indexMembers(index)) {
       const [side, id] = splitMember(member);
+      // Connected to this process (the lost node is this node's earlier life and the page is back).
+      if (side && id && this.connectedHere(side, id)) continue;
       if (side && id) await (side === 'customer' ? this.customerGone(id) : this.tellerGone(id));
       await this.deps.store.removeFromIndex(index, member);
     }

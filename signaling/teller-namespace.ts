@@ -37,8 +37,10 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     tlog.info('teller connected');
 
     void (async () => {
-      await presence.connected('teller', staff.id);
+      // Listed as connected here (its grace period, if any, cancelled at once) while presence registers.
+      const listed = presence.connected('teller', staff.id);
       const teller = await router.tellerOnline(staff);
+      await listed;
       socket.emit('teller:info', toTellerInfo(teller));
       // A reconnecting console gets back what it was in the middle of.
       if (teller.state === 'reserved' && teller.offerId) {

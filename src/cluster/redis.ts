@@ -39,6 +39,11 @@ export class RedisCluster implements Cluster {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private beating: Promise<void> | undefined;
+  /**
+   * This node's id was listed with no heartbeat when it joined: an earlier process with the same
+   * NODE_ID died (a restarted pod keeps its name). What that process left is taken over here, once.
+   */
+  private previousLife = false;
 
   private constructor(
     private readonly pub: Redis,
@@ -59,6 +64,8 @@ export class RedisCluster implements Cluster {
     const cluster = new RedisCluster(pub, sub, opts.self, opts);
     sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => cluster.onMessage(message));
     await sub.subscribe(cluster.channel(opts.self.id));
+    const selfKey = cluster.key(`cluster:node:${opts.self.id}`);
+    cluster.previousLife = (await pub.exists(selfKey)) === 0 && (await pub.sismember(cluster.key('cluster:nodes'), opts.self.id)) === 1;
     await cluster.heartbeat();
     cluster.timer = setInterval(() => void cluster.tick(), opts.heartbeatMs);
     cluster.timer.unref();
@@ -149,6 +156,7 @@ export class RedisCluster implements Cluster {
   }
 
   private async takeOverLostNodes(): Promise<void> {
+    if (this.previousLife && (await this.runLostHandlers(this.self.id))) this.previousLife = false;
     const ids = await this.pub.smembers(this.key('cluster:nodes'));
     for (const id of ids) {
       if (id === this.self.id || this.closed) continue;
@@ -156,17 +164,22 @@ export class RedisCluster implements Cluster {
       // One node takes over; the claim expires so a node that dies while taking over is retried.
       const claimed = await this.pub.set(this.key(`cluster:takeover:${id}`), this.self.id, 'PX', 60_000, 'NX');
       if (claimed !== 'OK') continue;
-      this.opts.log.warn({ lostNode: id }, 'cluster: node lost, taking over what it left');
-      let failed = false;
-      for (const handler of this.lostHandlers) {
-        await handler(id).catch((err: Error) => {
-          failed = true;
-          this.opts.log.error({ err, lostNode: id }, 'cluster: taking over a lost node failed');
-        });
-      }
       // Retried by whichever node claims it next (after the claim expires) when something failed.
-      if (!failed) await this.pub.srem(this.key('cluster:nodes'), id);
+      if (await this.runLostHandlers(id)) await this.pub.srem(this.key('cluster:nodes'), id);
     }
+  }
+
+  /** True when every handler succeeded. */
+  private async runLostHandlers(id: string): Promise<boolean> {
+    this.opts.log.warn({ lostNode: id }, id === this.self.id ? 'cluster: taking over what this node left before its restart' : 'cluster: node lost, taking over what it left');
+    let ok = true;
+    for (const handler of this.lostHandlers) {
+      await handler(id).catch((err: Error) => {
+        ok = false;
+        this.opts.log.error({ err, lostNode: id }, 'cluster: taking over a lost node failed');
+      });
+    }
+    return ok;
   }
 
   private onMessage(raw: Buffer): void {

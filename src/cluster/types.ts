@@ -54,7 +54,9 @@ export interface Cluster {
   isLive(nodeId: string): Promise<boolean>;
   /**
    * Called on exactly one live node when another node's heartbeat has run out, to take over what
-   * it left (its calls fail; its waiting customers and tellers get their grace period here).
+   * it left (its calls fail; its waiting customers and tellers get their grace period here). Also
+   * called with this node's own id when it starts under a NODE_ID whose earlier process died: the
+   * handlers must leave alone what this process already holds.
    */
   onNodeLost(handler: (nodeId: string) => Promise<void>): void;
   close(): Promise<void>;
