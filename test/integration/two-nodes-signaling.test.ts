@@ -6,10 +6,11 @@
  * comes back on B within the grace period keeps their place. test/e2e/two-nodes.test.ts runs real
  * video across two node processes and kills one.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSession, loginStaff, startTestServer, type TestServer } from '../helpers/server.ts';
 import { next, outcome, request, SocketClients } from '../helpers/socket.ts';
 import { deletePrefix, SHARED_REDIS_URL, testPrefix } from './store/redis-helpers.ts';
+import { SECRET, startReceiver, type Receiver } from '../helpers/webhook-receiver.ts';
 
 const prefix = testPrefix();
 const shared = {
@@ -21,18 +22,25 @@ const shared = {
 };
 let a: TestServer;
 let b: TestServer;
+let bank: Receiver;
 const onA = new SocketClients(() => a.url);
 const onB = new SocketClients(() => b.url);
 
 beforeAll(async () => {
-  a = await startTestServer(shared);
-  b = await startTestServer(shared);
+  bank = await startReceiver();
+  a = await startTestServer({ ...shared, WEBHOOKS: `test-bank=${bank.url}|${SECRET}` });
+  b = await startTestServer({ ...shared, WEBHOOKS: `test-bank=${bank.url}|${SECRET}` });
+});
+afterEach(() => {
+  onA.closeAll();
+  onB.closeAll();
 });
 afterAll(async () => {
   onA.closeAll();
   onB.closeAll();
   await a?.close();
   await b?.close();
+  await bank?.close();
   await deletePrefix(prefix);
 });
 
@@ -99,5 +107,52 @@ describe('two nodes sharing Redis', () => {
     await new Promise((r) => setTimeout(r, 3000));
     expect((await b.app.store.getSession(sessionId))?.state).toBe('queued');
     expect(await request(back, 'queue:leave', {})).toMatchObject({ ok: true, data: { state: 'abandoned' } });
+  });
+
+  it('resumes the call of a teller whose console moves from node B to node A; the code and the decision sent to A run where the call is', async () => {
+    const token = await loginStaff(b.url, 'alice', 'alice-demo-pass');
+    const onNodeB = onB.open('/teller', token);
+    expect(await outcome(onNodeB)).toEqual({ connected: true });
+    expect(await request(onNodeB, 'teller:availability', { status: 'available' })).toMatchObject({ ok: true });
+    const { customerToken, sessionId } = await createSession(a, { businessType: 'corporate_account_opening', language: 'en', priority: 0, customerRef: 'CUST-2N-M' });
+    const customer = onA.open('/customer', customerToken);
+    expect(await outcome(customer)).toEqual({ connected: true });
+    const offered = next(onNodeB, 'offer:new');
+    expect(await request(customer, 'queue:join', { consent: true })).toMatchObject({ ok: true });
+    const offer = (await offered) as { offerId: string };
+    expect(await request(onNodeB, 'offer:accept', { offerId: offer.offerId })).toMatchObject({ ok: true });
+    await expect.poll(() => b.app.signaling.calls.size).toBe(1);
+
+    // The console drops from B and comes back on A: the call (on B) resumes and tells the console.
+    onNodeB.disconnect();
+    await expect.poll(async () => (await a.app.store.getSession(sessionId))?.state).toBe('reconnecting');
+    const onNodeA = onA.open('/teller', token);
+    const resumed = next(onNodeA, 'call:start');
+    expect(await outcome(onNodeA)).toEqual({ connected: true });
+    expect(await resumed).toMatchObject({ sessionId, role: 'teller' });
+    expect((await a.app.store.getSession(sessionId))?.state).toBe('in_call');
+    // B's grace period ran out meanwhile and found the console connected (on A): the call goes on.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await a.app.store.getSession(sessionId))?.state).toBe('in_call');
+    expect(b.app.signaling.calls.size).toBe(1);
+
+    // The one-time code: sent from A, delivered by A's webhook, typed by the customer on A, shared through Redis.
+    const requested = next(customer, 'otp:requested');
+    expect(await request(onNodeA, 'otp:send', {})).toMatchObject({ ok: true });
+    await requested;
+    await expect.poll(() => bank.requests.some((r) => r.body.type === 'otp.requested' && r.body.data.sessionId === sessionId)).toBe(true);
+    const code = String(bank.requests.find((r) => r.body.type === 'otp.requested' && r.body.data.sessionId === sessionId)!.body.data.code);
+    const status = next(onNodeA, 'otp:status');
+    expect(await request(customer, 'otp:submit', { code })).toMatchObject({ ok: true, data: { result: 'verified' } });
+    expect(await status).toMatchObject({ result: 'verified' });
+
+    // The decision, sent to A, runs on B (it reads the call's checks and ends the call there).
+    const ended = next(customer, 'call:ended');
+    const decided = await request<{ decision: string }>(onNodeA, 'call:decide', { decision: 'approved', reason: 'identity_verified' });
+    expect(decided).toMatchObject({ ok: true, data: { decision: 'approved' } });
+    expect(await ended).toMatchObject({ sessionId, reason: 'decided' });
+    expect(b.app.signaling.calls.size).toBe(0);
+    const session = await a.app.store.getSession(sessionId);
+    expect(session?.decision).toMatchObject({ tellerId: 't-alice', evidence: { oneTimeCode: { result: 'verified' } } });
   });
 });
