@@ -16,6 +16,16 @@ export interface RouterOptions {
   priorityAgeingS: number;
   /** A teller who declined a session is not offered the same session again for this long. */
   declineCooldownMs: number;
+  /**
+   * How often this router looks in the shared store for offers and wrap-ups that are overdue
+   * because the node whose timer should have ended them died (default 1000; 0: no periodic sweep).
+   */
+  sweepIntervalMs?: number;
+  /**
+   * How long past its deadline an offer or a wrap-up must be before the sweep ends it, so that the
+   * owning node's own timer, which is precise, normally wins (default 1000).
+   */
+  sweepGraceMs?: number;
   random?: () => number;
   now?: () => number;
 }
@@ -38,6 +48,8 @@ export class RoutingError extends Error {
 
 /** Seconds a call lasts, until real calls have been measured on this node. */
 const INITIAL_HANDLE_TIME_S = 300;
+const DEFAULT_SWEEP_INTERVAL_MS = 1000;
+const DEFAULT_SWEEP_GRACE_MS = 1000;
 
 /**
  * Queue and routing. A routing pass takes the waiting sessions by effective priority (priority
@@ -45,10 +57,21 @@ const INITIAL_HANDLE_TIME_S = 300;
  * wait, and offers each to the longest-idle eligible teller (or a random one, for rules that ask
  * for random assignment against collusion). Every state change runs under the store's
  * "routing" lock, so an accept, a timeout and a customer leaving cannot interleave.
+ *
+ * Offer timeouts and wrap-up ends are timers on the node that started them. With several nodes
+ * sharing a store that node can die with its timers, so every router also sweeps the store
+ * periodically and ends what is overdue (see sweep()); both paths re-check the state under the
+ * lock, so whichever comes first acts and the other finds nothing to do.
  */
 export class QueueRouter extends EventEmitter<RouterEvents> {
   private readonly offerTimers = new Map<string, NodeJS.Timeout>();
   private readonly wrapUpTimers = new Map<string, NodeJS.Timeout>();
+  private readonly sweepTimer: NodeJS.Timeout | undefined;
+  private readonly sweepGraceMs: number;
+  /** The sweep that is running, shared by whoever asks for one meanwhile. */
+  private sweeping: Promise<void> | undefined;
+  /** expiresAt of the pending offers the sweep has seen (it never changes), so it reads each once. */
+  private readonly offerExpiry = new Map<string, number>();
   private readonly now: () => number;
   private readonly random: () => number;
   /** Exponential moving average of call durations, for estimated waits. */
@@ -66,6 +89,13 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
     super();
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
+    this.sweepGraceMs = opts.sweepGraceMs ?? DEFAULT_SWEEP_GRACE_MS;
+    const interval = opts.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
+    if (interval > 0) {
+      this.sweepTimer = setInterval(() => void this.sweep().catch((err) => this.log.warn({ err }, 'sweep for overdue offers failed')), interval);
+      // The sweep never keeps the process alive on its own.
+      this.sweepTimer.unref();
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -367,21 +397,30 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
     const offeredSession = await this.transition(session.id, 'offered', 'system', 'offer_created', { offerId: offer.id, tellerId: teller.id });
     this.offerTimers.set(
       offer.id,
-      setTimeout(() => void this.timeoutOffer(offer.id).catch((err) => this.log.error({ err, offerId: offer.id }, 'offer timeout failed')), this.opts.offerTimeoutMs),
+      setTimeout(() => {
+        this.offerTimers.delete(offer.id);
+        void this.timeoutOffer(offer.id).catch((err) => this.log.error({ err, offerId: offer.id }, 'offer timeout failed'));
+      }, this.opts.offerTimeoutMs),
     );
     this.log.info({ sessionId: session.id, tellerId: teller.id, offerId: offer.id }, 'offer');
     this.emit('offer', offer, offeredSession);
   }
 
-  private async timeoutOffer(offerId: string): Promise<void> {
-    this.offerTimers.delete(offerId);
+  /**
+   * Times out an offer that is still pending (from this node's timer, or from the sweep with
+   * `dueBy`: only if it expired by then). Idempotent: under the lock, an offer already accepted,
+   * declined or timed out (by this node or another) is left alone. Answers whether it acted.
+   */
+  private async timeoutOffer(offerId: string, dueBy?: number): Promise<boolean> {
     const timedOut = await this.locked(async () => {
       const offer = await this.store.getOffer(offerId);
       if (!offer || offer.state !== 'pending') return false;
+      if (dueBy !== undefined && offer.expiresAt > dueBy) return false;
       await this.closeOffer(offerId, 'timeout', 'not_answered', 'queue');
       return true;
     });
     if (timedOut) await this.route();
+    return timedOut;
   }
 
   /**
@@ -425,17 +464,91 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
     this.clearTimer(this.wrapUpTimers, tellerId);
     this.wrapUpTimers.set(
       tellerId,
-      setTimeout(() => void this.finishWrapUp(tellerId).catch((err) => this.log.error({ err, tellerId }, 'wrap-up end failed')), this.opts.wrapUpMs),
+      setTimeout(() => {
+        this.wrapUpTimers.delete(tellerId);
+        void this.finishWrapUp(tellerId).catch((err) => this.log.error({ err, tellerId }, 'wrap-up end failed'));
+      }, this.opts.wrapUpMs),
     );
   }
 
-  private async finishWrapUp(tellerId: string): Promise<void> {
-    this.wrapUpTimers.delete(tellerId);
-    await this.locked(async () => {
+  /**
+   * Ends a teller's wrap-up (from this node's timer, or from the sweep with `dueBy`: only a wrap-up
+   * that was due by then, not a later one the teller started meanwhile). Answers whether it acted.
+   */
+  private async finishWrapUp(tellerId: string, dueBy?: number): Promise<boolean> {
+    const finished = await this.locked(async () => {
       const t = await this.store.getTeller(tellerId);
-      if (t?.state === 'wrap_up') await this.setTeller(tellerId, { state: 'available', idleSince: this.now(), wrapUpUntil: undefined });
+      if (t?.state !== 'wrap_up') return false;
+      if (dueBy !== undefined && t.wrapUpUntil !== undefined && t.wrapUpUntil > dueBy) return false;
+      this.clearTimer(this.wrapUpTimers, tellerId);
+      await this.setTeller(tellerId, { state: 'available', idleSince: this.now(), wrapUpUntil: undefined });
+      return true;
     });
-    await this.route();
+    if (finished) await this.route();
+    return finished;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sweep: what another node's timers should have done
+
+  /**
+   * Ends offers and wrap-ups overdue by more than `sweepGraceMs`, whichever node started them.
+   * Reads the tellers list only (a reserved teller names its offer; a teller in wrap-up carries
+   * wrapUpUntil), plus each pending offer once for its expiry: never the offers made in the past.
+   * The periodic timer runs it; a sweep asked for while one runs shares that one.
+   */
+  sweep(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.sweeping) return this.sweeping;
+    const run = this.sweepOnce();
+    this.sweeping = run;
+    const clear = () => {
+      if (this.sweeping === run) this.sweeping = undefined;
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  private async sweepOnce(): Promise<void> {
+    const dueBy = this.now() - this.sweepGraceMs;
+    const reservedOffers = new Set<string>();
+    const overdueOffers: { offerId: string; tellerId: string; sessionId?: string }[] = [];
+    const overdueWrapUps: string[] = [];
+    for (const t of await this.store.listTellers()) {
+      if (t.state === 'reserved' && t.offerId) {
+        reservedOffers.add(t.offerId);
+        let expiresAt = this.offerExpiry.get(t.offerId);
+        if (expiresAt === undefined) {
+          const offer = await this.store.getOffer(t.offerId);
+          // Not pending: the teller's record is about to be updated by whoever closed it.
+          if (offer?.state !== 'pending') continue;
+          expiresAt = offer.expiresAt;
+          this.offerExpiry.set(t.offerId, expiresAt);
+        }
+        if (expiresAt <= dueBy) overdueOffers.push({ offerId: t.offerId, tellerId: t.id, sessionId: t.sessionId });
+      } else if (t.state === 'wrap_up' && (t.wrapUpUntil === undefined || t.wrapUpUntil <= dueBy)) {
+        overdueWrapUps.push(t.id);
+      }
+    }
+    // Forget the offers no teller is reserved for any more.
+    for (const id of this.offerExpiry.keys()) if (!reservedOffers.has(id)) this.offerExpiry.delete(id);
+
+    for (const o of overdueOffers) {
+      if (this.closed) return;
+      try {
+        if (await this.timeoutOffer(o.offerId, dueBy)) this.log.info(o, 'overdue offer timed out by the sweep');
+      } catch (err) {
+        this.log.error({ err, ...o }, 'overdue offer timeout failed');
+      }
+    }
+    for (const tellerId of overdueWrapUps) {
+      if (this.closed) return;
+      try {
+        if (await this.finishWrapUp(tellerId, dueBy)) this.log.info({ tellerId }, 'overdue wrap-up ended by the sweep');
+      } catch (err) {
+        this.log.error({ err, tellerId }, 'overdue wrap-up end failed');
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -470,10 +583,13 @@ export class QueueRouter extends EventEmitter<RouterEvents> {
   /** Stops making offers (draining for shutdown); calls in progress go on. */
   pause(): void {
     this.closed = true;
+    // Other nodes sweep; a draining node stops (its store may close soon).
+    clearInterval(this.sweepTimer);
   }
 
   close(): void {
     this.closed = true;
+    clearInterval(this.sweepTimer);
     for (const t of this.offerTimers.values()) clearTimeout(t);
     for (const t of this.wrapUpTimers.values()) clearTimeout(t);
     this.offerTimers.clear();
