@@ -2,10 +2,8 @@
  * With several nodes (REDIS_URL set), socket.io's rooms span the nodes through Redis pub/sub
  * (@socket.io/redis-adapter): an event the router emits on node A to a teller's room reaches the
  * teller's console connected to node B, and `fetchSockets()` sees sockets on every node. One
- * node (no REDIS_URL) keeps socket.io's in-memory adapter.
- *
- * What this does not do yet: a call's media lives on the node whose router accepted the offer,
- * and the other side's media requests are not forwarded to it (README, "Several nodes").
+ * node (no REDIS_URL) keeps socket.io's in-memory adapter. Requests between nodes (a call's
+ * operations, run where its media are) go through src/cluster/, not through socket.io.
  */
 import { createAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
