@@ -36,7 +36,9 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
     void socket.join(tellerRoom(staff.id));
     tlog.info('teller connected');
 
-    void (async () => {
+    // Presence registered (tellerOnline) before any message of this console is handled: a console
+    // that sends `teller:availability` the moment it connects must find itself.
+    const online = (async () => {
       // Listed as connected here (its grace period, if any, cancelled at once) while presence registers.
       const listed = presence.connected('teller', staff.id);
       const teller = await router.tellerOnline(staff);
@@ -51,6 +53,11 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       // Back during a call (on this node or another): the call resumes where its media are.
       if (teller.state === 'busy' && teller.sessionId) await ops.rejoin(teller.sessionId, { participant: 'teller', actor: staff.id });
     })().catch((err) => tlog.error({ err }, 'teller connect failed'));
+    const handleOnline: typeof handle = (sock, event, l, handler) =>
+      handle(sock, event, l, async (msg) => {
+        await online;
+        return handler(msg);
+      });
 
     const currentSession = async () => (await store.getTeller(staff.id))?.sessionId;
     /** The session of the teller's call, for the messages that only make sense in one. */
@@ -60,14 +67,14 @@ export function setupTellerNamespace(ns: Namespace<ClientToServerEvents, ServerT
       return sessionId;
     };
 
-    handle(socket, 'teller:availability', tlog, async ({ status }) => ({ state: (await router.setAvailability(staff.id, status)).state }));
+    handleOnline(socket, 'teller:availability', tlog, async ({ status }) => ({ state: (await router.setAvailability(staff.id, status)).state }));
 
-    handle(socket, 'offer:accept', tlog, async ({ offerId }) => {
+    handleOnline(socket, 'offer:accept', tlog, async ({ offerId }) => {
       const { session } = await router.accept(staff.id, offerId);
       return { callId: session.callId!, sessionId: session.id };
     });
 
-    handle(socket, 'offer:decline', tlog, async ({ offerId }) => ({ state: (await router.decline(staff.id, offerId)).state }));
+    handleOnline(socket, 'offer:decline', tlog, async ({ offerId }) => ({ state: (await router.decline(staff.id, offerId)).state }));
 
     handle(socket, 'call:hangup', tlog, async () => {
       const sessionId = await currentSession();
