@@ -202,7 +202,7 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     callStats,
     log: log.child({ part: 'signaling' }),
   });
-  metrics.attach({ callStats, callsInProgress: () => signaling.calls.size, media, ledger: ledger.ledger });
+  metrics.attach({ callStats, callsInProgress: () => signaling.calls.size, media, ledger: ledger.ledger, cluster });
 
   let closing: Promise<void> | undefined;
   const app: VideoTellerApp = {

@@ -16,11 +16,10 @@ type ClusterConfig = Pick<Config, 'REDIS_URL' | 'REDIS_KEY_PREFIX' | 'NODE_ID' |
  * fresh at every start unless NODE_ID says otherwise, so a restarted node never claims calls
  * its previous life held.
  */
-export async function openCluster(config: ClusterConfig, log: Logger, url?: string): Promise<Cluster> {
+export async function openCluster(config: ClusterConfig, log: Logger): Promise<Cluster> {
   const self: NodeInfo = {
     id: config.NODE_ID ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     mediaAddress: config.RTC_ANNOUNCED_ADDRESS ?? config.RTC_LISTEN_IP,
-    ...(url ? { url } : {}),
     pid: process.pid,
     startedAt: Date.now(),
   };

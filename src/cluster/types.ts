@@ -12,8 +12,6 @@ export const nodeInfoSchema = z.object({
   id: z.string().min(1).max(128),
   /** The address browsers reach this node's media at (RTC_ANNOUNCED_ADDRESS, else RTC_LISTEN_IP). */
   mediaAddress: z.string().min(1).max(256),
-  /** The node's own HTTP address (for operators; browsers reach nodes through the load balancer). */
-  url: z.string().max(512).optional(),
   pid: z.number().int(),
   startedAt: z.number().int(),
 });

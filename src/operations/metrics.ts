@@ -7,6 +7,7 @@
  * Counters are this node's (Prometheus adds the `instance` label: that is "per node"); queue
  * gauges come from the shared store and are the same on every node (aggregate with max, not sum).
  */
+import type { Cluster } from '../cluster/types.ts';
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { MediaWorkerPool } from '../../media/worker-pool.ts';
 import type { Ledger } from '../ledger/types.ts';
@@ -26,6 +27,8 @@ export interface MetricsSources {
   callsInProgress: () => number;
   media: MediaWorkerPool;
   ledger: Ledger;
+  /** The deployment's nodes (one node: itself). */
+  cluster: Pick<Cluster, 'liveNodes'>;
   now?: () => number;
 }
 
@@ -90,6 +93,10 @@ export class OperationsMetrics {
     gauge('queue_oldest_wait_seconds', 'Wait of the longest-waiting session, by skill, from the shared store', [...skill], async (g) => {
       g.reset();
       for (const q of await this.src.callStats.queues()) g.set({ business_type: q.businessType, language: q.language }, q.oldestWaitS);
+    });
+    gauge('cluster_nodes', 'Nodes whose heartbeat is current, each with the media address it announces (1 per node)', ['node', 'media_address'], async (g) => {
+      g.reset();
+      for (const n of await this.src.cluster.liveNodes()) g.set({ node: n.id, media_address: n.mediaAddress }, 1);
     });
     gauge('calls_in_progress', 'Calls in progress on this node', [], (g) => g.set(this.src.callsInProgress()));
     gauge('media_worker_calls', 'Calls (mediasoup routers) on each media worker of this node', ['worker', 'pid'], (g) => {

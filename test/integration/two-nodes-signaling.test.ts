@@ -67,6 +67,9 @@ describe('two nodes sharing Redis', () => {
     const seen = await Promise.all([a, b].map(async (n) => (await n.app.store.getSession(sessionId))?.state));
     expect(seen).toEqual(['in_call', 'in_call']);
     expect((await a.app.store.getSession(sessionId))?.mediaNode).toBe(b.app.signaling.calls.nodeId);
+    // Each node announces itself and its media address; either node's /metrics lists both.
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    for (const node of [a, b]) expect(metrics).toContain(`videoteller_cluster_nodes{node="${node.app.signaling.calls.nodeId}",media_address="127.0.0.1"} 1`);
     expect([a.app.signaling.calls.size, b.app.signaling.calls.size]).toEqual([0, 1]);
 
     // The customer's media messages go to A and are answered by B.
