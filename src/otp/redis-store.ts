@@ -19,11 +19,12 @@
  * Redis away: operations wait for the connection up to `opTimeoutMs`, then fail with
  * OtpStoreUnavailableError (`code: 'unavailable'`, which signaling answers as a typed
  * `unavailable` error). A write whose connection dropped after it was sent is not sent again (it
- * may have counted an attempt already): its caller gets the error with `outcomeUnknown`.
+ * may have counted an attempt already): its caller gets the error with `outcomeUnknown`. The
+ * connection discipline is the state store's, shared in src/store/guarded-redis.ts.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.ts';
-import { describeUrl } from '../store/redis.ts';
+import { GuardedRedis, sleep } from '../store/guarded-redis.ts';
 import { otpStateSchema, type OtpState, type OtpStateStore } from './store.ts';
 
 export interface RedisOtpStoreOptions {
@@ -37,7 +38,6 @@ export interface RedisOtpStoreOptions {
   connectTimeoutMs?: number;
 }
 
-const DEFAULTS = { opTimeoutMs: 5000, connectTimeoutMs: 5000 };
 /** Writers racing on one session retry; a session sees a handful of writes, so this is never reached in practice. */
 const MAX_CAS_ROUNDS = 100;
 
@@ -90,45 +90,31 @@ export class OtpStoreConflictError extends Error {
 }
 
 export class RedisOtpStore implements OtpStateStore {
+  private readonly conn: GuardedRedis;
   private readonly redis: Redis & Scripts;
-  private readonly opTimeoutMs: number;
   private readonly log: Logger;
   private readonly p: string;
-  private closed = false;
 
   /** Connects; rejects with OtpStoreUnavailableError when Redis cannot be reached. */
   static async open(opts: RedisOtpStoreOptions): Promise<RedisOtpStore> {
     const store = new RedisOtpStore(opts);
-    await store.connect(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, opts.url);
+    await store.conn.connect();
+    store.log.info({ redis: store.conn.where, keyPrefix: store.p }, 'one-time codes: redis');
     return store;
   }
 
   private constructor(opts: RedisOtpStoreOptions) {
     this.p = `${opts.keyPrefix}otp:`;
     this.log = opts.log;
-    this.opTimeoutMs = opts.opTimeoutMs ?? DEFAULTS.opTimeoutMs;
-    // The same connection discipline as src/store/redis.ts: nothing parked in ioredis' offline
-    // queue, nothing re-sent behind our back; run() decides what waits and what is safe to resend.
-    const redis = new Redis(opts.url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      commandTimeout: this.opTimeoutMs,
-      connectTimeout: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-      retryStrategy: (times) => Math.min(times * 100, 1000),
+    // The state store's connection discipline, with this store's errors and wording: nothing
+    // parked in ioredis' offline queue, nothing re-sent behind our back.
+    this.conn = new GuardedRedis(opts, {
+      prefix: 'one-time codes: ',
+      closedMessage: 'the one-time-code store is closed',
+      unavailable: (message, outcomeUnknown, options) => new OtpStoreUnavailableError(message, outcomeUnknown, options),
     });
-    redis.defineCommand('vtOtpCas', { numberOfKeys: 1, lua: CAS });
-    this.redis = redis as Redis & Scripts;
-    let lastError = '';
-    redis.on('error', (err: Error) => {
-      if (err.message !== lastError) this.log.warn({ err: err.message }, 'one-time codes: redis connection error');
-      lastError = err.message;
-    });
-    redis.on('ready', () => {
-      if (lastError) this.log.info('one-time codes: redis connection back');
-      lastError = '';
-    });
+    this.conn.client.defineCommand('vtOtpCas', { numberOfKeys: 1, lua: CAS });
+    this.redis = this.conn.client as Redis & Scripts;
   }
 
   async update<T>(sessionId: string, retentionMs: number, fn: (current: OtpState | undefined) => { next?: OtpState; result: T }): Promise<T> {
@@ -152,79 +138,22 @@ export class RedisOtpStore implements OtpStateStore {
     await this.run('delete', true, sessionId, () => this.redis.del(this.p + sessionId));
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    try {
-      await withTimeout(this.redis.quit(), 1000, () => new Error('quit timed out'));
-    } catch {
-      // Redis is away: drop the connection without waiting for it.
-      this.redis.disconnect();
-    }
-  }
-
-  private async connect(timeoutMs: number, url: string): Promise<void> {
-    const where = describeUrl(url);
-    // connect() rejects with "Connection is closed."; the socket's own error (ECONNREFUSED,
-    // WRONGPASS…) comes as an 'error' event, and that is what an operator needs.
-    let firstError: Error | undefined;
-    const onError = (err: Error) => (firstError ??= err);
-    this.redis.on('error', onError);
-    try {
-      await withTimeout(this.redis.connect(), timeoutMs, () => new OtpStoreUnavailableError(`one-time codes: Redis at ${where} did not answer within ${timeoutMs} ms`));
-    } catch (err) {
-      this.closed = true;
-      this.redis.disconnect();
-      if (err instanceof OtpStoreUnavailableError) throw err;
-      const cause = firstError ?? (err as Error);
-      throw new OtpStoreUnavailableError(`one-time codes: cannot connect to Redis at ${where}: ${cause.message}`, false, { cause });
-    } finally {
-      this.redis.off('error', onError);
-    }
-    this.log.info({ redis: where, keyPrefix: this.p }, 'one-time codes: redis');
+  close(): Promise<void> {
+    return this.conn.close();
   }
 
   /**
-   * One Redis call within the operation bound. While the connection is down the call waits for
-   * it (not sent yet: always safe). A call in flight when the connection dropped is sent again
-   * only when `resendable`; otherwise its outcome is unknown and the caller is told so.
+   * One Redis call through the guarded connection (src/store/guarded-redis.ts): waits for the
+   * connection within the bound, sends again after a dropped connection only when `resendable`.
+   * A key of another Redis type is this session's malformed data, not an outage.
    */
   private async run<T>(what: string, resendable: boolean, sessionId: string, call: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + this.opTimeoutMs;
-    for (;;) {
-      if (this.closed) throw new OtpStoreUnavailableError('the one-time-code store is closed');
-      await this.connected(what, deadline);
-      try {
-        return await call();
-      } catch (err) {
-        if (err instanceof Error && err.message.startsWith('WRONGTYPE')) throw new OtpStoreDataError(sessionId, 'the key holds another Redis type');
-        const failure = connectionFailure(err);
-        if (!failure) throw err;
-        if (failure === 'sent' && !resendable) {
-          throw new OtpStoreUnavailableError(`Redis connection lost during the one-time-code ${what}; it may or may not have been applied`, true, { cause: err });
-        }
-        if (Date.now() >= deadline) {
-          throw new OtpStoreUnavailableError(`Redis unavailable: one-time-code ${what} did not complete within ${this.opTimeoutMs} ms`, failure === 'sent', { cause: err });
-        }
-        // Give ioredis a moment to notice the drop before looking at its status again.
-        await sleep(Math.min(50, Math.max(0, deadline - Date.now())));
-      }
+    try {
+      return await this.conn.run(`the one-time-code ${what}`, resendable, call);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) throw new OtpStoreDataError(sessionId, 'the key holds another Redis type');
+      throw err;
     }
-  }
-
-  private connected(what: string, deadline: number): Promise<void> {
-    if (this.redis.status === 'ready') return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.redis.off('ready', onReady);
-        reject(new OtpStoreUnavailableError(`Redis unavailable: no connection for the one-time-code ${what} within ${this.opTimeoutMs} ms`));
-      }, Math.max(0, deadline - Date.now()));
-      this.redis.once('ready', onReady);
-    });
   }
 }
 
@@ -239,21 +168,4 @@ function parseState(sessionId: string, raw: string): OtpState {
   const parsed = otpStateSchema.safeParse(value);
   if (!parsed.success) throw new OtpStoreDataError(sessionId, parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
   return parsed.data;
-}
-
-/** 'unsent': the command never left (safe to send later); 'sent': it may have run. */
-function connectionFailure(err: unknown): 'unsent' | 'sent' | undefined {
-  if (!(err instanceof Error)) return undefined;
-  if (err.message.startsWith("Stream isn't writeable")) return 'unsent';
-  if (err.name === 'MaxRetriesPerRequestError' || err.message === 'Command timed out' || err.message === 'Connection is closed.') return 'sent';
-  return undefined;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(error()), ms)))]).finally(() => clearTimeout(timer));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.ts';
+import { GuardedRedis, sleep } from './guarded-redis.ts';
 import { LOCK_SCRIPTS, RedisLocks, type RedisLockOptions } from './redis-lock.ts';
 import { parseRecord, type RecordKind, type RecordOf } from './schemas.ts';
 import {
@@ -22,7 +23,11 @@ import {
  * writes only if the write id is still the one read (compare-and-set, retried on conflict). The
  * write id also makes a write that was sent just before a dropped connection safe to send again:
  * the script answers "done" when it finds its own write id.
+ *
+ * The connection (what waits, what is re-sent, the bounds, the logging) is guarded-redis.ts's.
  */
+
+export { describeUrl } from './guarded-redis.ts';
 
 export interface RedisStoreOptions {
   url: string;
@@ -36,7 +41,6 @@ export interface RedisStoreOptions {
   lock?: Partial<RedisLockOptions>;
 }
 
-const DEFAULTS = { opTimeoutMs: 5000, connectTimeoutMs: 5000 };
 const LOCK_DEFAULTS: RedisLockOptions = { ttlMs: 6000, waitMs: 15_000, retryMs: 5 };
 /** Conflicting writers on one record retry; past this many rounds something is badly wrong. */
 const MAX_CAS_ROUNDS = 500;
@@ -85,38 +89,29 @@ type Scripts = {
 
 export class RedisStore implements StateStore {
   readonly kind = 'redis';
+  private readonly conn: GuardedRedis;
   private readonly redis: Redis & Scripts;
   private readonly locks: RedisLocks;
-  private readonly opTimeoutMs: number;
   private readonly log: Logger;
   private readonly p: string;
-  private closed = false;
 
   /** Connects and checks Redis; rejects with StoreUnavailableError when it cannot reach it. */
   static async open(opts: RedisStoreOptions): Promise<RedisStore> {
     const store = new RedisStore(opts);
-    await store.connect(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, opts.url);
+    await store.conn.connect();
+    await store.checkServer(store.conn.where);
     return store;
   }
 
   private constructor(opts: RedisStoreOptions) {
     this.p = opts.keyPrefix;
     this.log = opts.log;
-    this.opTimeoutMs = opts.opTimeoutMs ?? DEFAULTS.opTimeoutMs;
-    const redis = new Redis(opts.url, {
-      lazyConnect: true,
-      // Commands are never parked in ioredis' offline queue (it would send them whenever Redis
-      // comes back, long after the caller gave up): run() waits for the connection itself, with
-      // a bound, and sends only then. Commands in flight when the connection drops fail at once
-      // (maxRetriesPerRequest 0) instead of being re-sent blindly; run() decides what is safe.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      commandTimeout: this.opTimeoutMs,
-      connectTimeout: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-      // Reconnect forever, at most once a second: Redis coming back must bring the node back.
-      retryStrategy: (times) => Math.min(times * 100, 1000),
+    this.conn = new GuardedRedis(opts, {
+      prefix: '',
+      closedMessage: 'the store is closed',
+      unavailable: (message, outcomeUnknown, options) => new StoreUnavailableError(message, outcomeUnknown, options),
     });
+    const redis = this.conn.client;
     redis.defineCommand('vtCas', { numberOfKeys: 3, lua: CAS });
     redis.defineCommand('vtCreate', { numberOfKeys: 3, lua: CREATE });
     redis.defineCommand('vtPut', { numberOfKeys: 2, lua: PUT });
@@ -136,37 +131,6 @@ export class RedisStore implements StateStore {
       { ...LOCK_DEFAULTS, ...opts.lock },
       opts.log,
     );
-    let lastError = '';
-    redis.on('error', (err: Error) => {
-      // One line per distinct error, not one per reconnect attempt.
-      if (err.message !== lastError) this.log.warn({ err: err.message }, 'redis connection error');
-      lastError = err.message;
-    });
-    redis.on('ready', () => {
-      if (lastError) this.log.info('redis connection back');
-      lastError = '';
-    });
-  }
-
-  private async connect(timeoutMs: number, url: string): Promise<void> {
-    const where = describeUrl(url);
-    // connect() rejects with "Connection is closed."; the socket's own error (ECONNREFUSED,
-    // ENOTFOUND, WRONGPASS…) comes as an 'error' event, and that is what an operator needs.
-    let firstError: Error | undefined;
-    const onError = (err: Error) => (firstError ??= err);
-    this.redis.on('error', onError);
-    try {
-      await withTimeout(this.redis.connect(), timeoutMs, () => new StoreUnavailableError(`Redis at ${where} did not answer within ${timeoutMs} ms`));
-    } catch (err) {
-      this.closed = true;
-      this.redis.disconnect();
-      if (err instanceof StoreUnavailableError) throw err;
-      const cause = firstError ?? (err as Error);
-      throw new StoreUnavailableError(`cannot connect to Redis at ${where}: ${cause.message}`, false, { cause });
-    } finally {
-      this.redis.off('error', onError);
-    }
-    await this.checkServer(where);
   }
 
   /** Warns about settings under which Redis can lose the shared state (README: operations). */
@@ -276,15 +240,8 @@ export class RedisStore implements StateStore {
     return this.locks.withLock(name, fn);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    try {
-      await withTimeout(this.redis.quit(), 1000, () => new Error('quit timed out'));
-    } catch {
-      // Redis is away: drop the connection without waiting for it.
-      this.redis.disconnect();
-    }
+  close(): Promise<void> {
+    return this.conn.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -332,77 +289,12 @@ export class RedisStore implements StateStore {
     throw new StoreConflictError(kind, id, MAX_CAS_ROUNDS);
   }
 
-  /**
-   * Runs one Redis call within the operation bound. While the connection is down the call waits
-   * for it (it has not been sent, so that is always safe). A call that was in flight when the
-   * connection dropped is sent again only when it is idempotent; otherwise its outcome is unknown
-   * and the caller is told so.
-   */
-  private async run<T>(what: string, idempotent: boolean, call: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + this.opTimeoutMs;
-    for (;;) {
-      if (this.closed) throw new StoreUnavailableError('the store is closed');
-      await this.connected(what, deadline);
-      try {
-        return await call();
-      } catch (err) {
-        const failure = connectionFailure(err);
-        if (!failure) throw err;
-        if (failure === 'sent' && !idempotent) {
-          throw new StoreUnavailableError(`Redis connection lost during ${what}; it may or may not have been applied`, true, { cause: err });
-        }
-        if (Date.now() >= deadline) {
-          throw new StoreUnavailableError(`Redis unavailable: ${what} did not complete within ${this.opTimeoutMs} ms`, failure === 'sent', { cause: err });
-        }
-        // Give ioredis a moment to notice the drop before looking at its status again.
-        await sleep(Math.min(50, Math.max(0, deadline - Date.now())));
-      }
-    }
+  /** One Redis call through the guarded connection; `idempotent`: safe to send again after a dropped connection. */
+  private run<T>(what: string, idempotent: boolean, call: () => Promise<T>): Promise<T> {
+    return this.conn.run(what, idempotent, call);
   }
-
-  private connected(what: string, deadline: number): Promise<void> {
-    if (this.redis.status === 'ready') return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.redis.off('ready', onReady);
-        reject(new StoreUnavailableError(`Redis unavailable: no connection for ${what} within ${this.opTimeoutMs} ms`));
-      }, Math.max(0, deadline - Date.now()));
-      this.redis.once('ready', onReady);
-    });
-  }
-}
-
-/** 'unsent': the command never left (safe to send later); 'sent': it may have run. */
-function connectionFailure(err: unknown): 'unsent' | 'sent' | undefined {
-  if (!(err instanceof Error)) return undefined;
-  if (err.message.startsWith("Stream isn't writeable")) return 'unsent';
-  if (err.name === 'MaxRetriesPerRequestError' || err.message === 'Command timed out' || err.message === 'Connection is closed.') return 'sent';
-  return undefined;
 }
 
 function tokenHashes(s: SessionRecord): string[] {
   return s.resumeTokenHash ? [s.tokenHash, s.resumeTokenHash] : [s.tokenHash];
-}
-
-/** host:port of a redis:// URL, for messages and logs (never the password). */
-export function describeUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname}:${u.port || '6379'}${u.pathname && u.pathname !== '/' ? u.pathname : ''}`;
-  } catch {
-    return '(unparseable URL)';
-  }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(error()), ms)))]).finally(() => clearTimeout(timer));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
