@@ -114,7 +114,9 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     },
     log.child({ part: 'router' }),
   );
-  const callStats = new CallStats(router, store, config.SERVICE_LEVEL_TARGET_S);
+  const callStats = new CallStats(router, store, config.SERVICE_LEVEL_TARGET_S, {
+    onSharedError: (err) => log.warn({ err }, 'call counts could not be added to the shared store: the board undercounts'),
+  });
   ledger.onAppend((entry, _seconds, ok) => ok && callStats.observeEvidence(entry));
 
   const http = Fastify({
@@ -199,7 +201,8 @@ export async function buildApp(config: Config, log: Logger): Promise<VideoTeller
     },
     identity: { identity, ...(config.LIVENESS_CHALLENGE_TYPES ? { challengeTypes: config.LIVENESS_CHALLENGE_TYPES } : {}) },
     recording: { blobs: identity.blobs, workDir: path.join(config.DATA_DIR, 'recording-work') },
-    callStats,
+    // The board shows the whole deployment's figures, not this node's.
+    callStats: { snapshot: () => callStats.deploymentFigures() },
     log: log.child({ part: 'signaling' }),
   });
   metrics.attach({ callStats, callsInProgress: () => signaling.calls.size, media, ledger: ledger.ledger, cluster });

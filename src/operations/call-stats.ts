@@ -5,8 +5,10 @@
  *
  * The counters are this node's: in a deployment of several nodes each node counts the calls its
  * router moved (the node that handled the accept, the leave, the decline), so summing over nodes
- * gives the totals. The queue figures come from the shared store and are the same on every node
- * (take one node's value or the max, not the sum).
+ * gives the totals (Prometheus does, from each node's /metrics). Each node also adds what it
+ * counts to counters in the shared store, which the supervisor board reads (deploymentFigures()),
+ * so every node's board shows the whole deployment. The queue figures come from the shared store
+ * and are the same on every node (take one node's value or the max, not the sum).
  *
  * Definitions (the usual contact-centre ones):
  * - wait: from the moment the session first entered the queue (queuedAt, kept across offers that
@@ -96,6 +98,9 @@ export class CallStats {
   /** Answered calls waiting for both sides' producers: sessionId → skill and sides seen. */
   private readonly connecting = new Map<string, { skill: SkillKey; sides: Set<string> }>();
   private readonly listeners: CallStatsListener[] = [];
+  /** Increments of the shared counters not yet acknowledged by the store. */
+  private readonly pendingShared = new Set<Promise<void>>();
+  private readonly onSharedError?: (err: unknown) => void;
   private readonly now: () => number;
   private readonly onOffer = (offer: OfferRecord, session: SessionRecord) => this.offerSkills.set(offer.id, skillOf(session));
   private readonly onOfferClosed = (offer: OfferRecord) => {
@@ -113,9 +118,10 @@ export class CallStats {
     private readonly router: QueueRouter,
     private readonly store: StateStore,
     readonly serviceLevelTargetS: number,
-    opts: { now?: () => number } = {},
+    opts: { now?: () => number; onSharedError?: (err: unknown) => void } = {},
   ) {
     this.now = opts.now ?? Date.now;
+    this.onSharedError = opts.onSharedError;
     router.on('offer', this.onOffer);
     router.on('offerClosed', this.onOfferClosed);
     router.on('accepted', this.onAccepted);
@@ -222,8 +228,40 @@ export class CallStats {
     if (!s) this.skills.set(key, (s = { ...skill, ...emptyCounts() }));
     fn(s);
     fn(this.total);
+    // The deployment's totals: every node adds what it counted (the board shows these).
+    const delta = emptyCounts();
+    fn(delta);
+    const nonZero = Object.fromEntries(Object.entries(delta).filter(([, v]) => v !== 0));
+    const added = this.store.addToCounters(SHARED_COUNTERS, nonZero).catch((err: unknown) => {
+      // A lost increment (the store away) skews the board's figures a little; it never fails a call.
+      this.onSharedError?.(err);
+    });
+    this.pendingShared.add(added);
+    void added.finally(() => this.pendingShared.delete(added));
+  }
+
+  /**
+   * The deployment's figures, every node's counts added up (the supervisor board). With one node
+   * they equal snapshot()'s. Counted since the shared store began (Redis: since its data began).
+   */
+  async deploymentFigures(): Promise<{ serviceLevel: number | null; answered: number; abandoned: number; connectionRate: number | null; averageSpeedOfAnswerS: number | null }> {
+    await Promise.all(this.pendingShared);
+    const raw = await this.store.readCounters(SHARED_COUNTERS);
+    const n = (k: keyof CallCounts) => (Number.isFinite(raw[k]) ? raw[k]! : 0);
+    const answered = n('answered');
+    const slDenominator = answered + n('abandonedAfterTarget');
+    return {
+      answered,
+      abandoned: n('abandoned'),
+      serviceLevel: slDenominator === 0 ? null : n('answeredWithinTarget') / slDenominator,
+      averageSpeedOfAnswerS: answered === 0 ? null : n('answerWaitTotalS') / answered,
+      connectionRate: answered === 0 ? null : n('mediaConnected') / answered,
+    };
   }
 }
+
+/** The store's counter set every node adds its call counts to. */
+const SHARED_COUNTERS = 'callstats';
 
 function skillOf(s: SessionRecord): SkillKey {
   return { businessType: s.businessType, language: s.language };

@@ -1,4 +1,4 @@
-import { NotFoundError, type OfferRecord, type SessionRecord, type StateStore, type TellerRecord } from './types.ts';
+import { checkDeltas, NotFoundError, type OfferRecord, type SessionRecord, type StateStore, type TellerRecord } from './types.ts';
 
 /**
  * One-node store. Records are copied in and out (structuredClone) so callers can never mutate
@@ -13,6 +13,7 @@ export class MemoryStore implements StateStore {
   private readonly offers = new Map<string, OfferRecord>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly indexes = new Map<string, Set<string>>();
+  private readonly counters = new Map<string, Map<string, number>>();
 
   async createSession(s: SessionRecord): Promise<void> {
     if (this.sessions.has(s.id)) throw new Error(`session ${s.id} exists`);
@@ -63,6 +64,17 @@ export class MemoryStore implements StateStore {
 
   async indexMembers(name: string): Promise<string[]> {
     return [...(this.indexes.get(name) ?? [])];
+  }
+
+  async addToCounters(name: string, deltas: Record<string, number>): Promise<void> {
+    checkDeltas(deltas);
+    let counters = this.counters.get(name);
+    if (!counters) this.counters.set(name, (counters = new Map()));
+    for (const [field, delta] of Object.entries(deltas)) counters.set(field, (counters.get(field) ?? 0) + delta);
+  }
+
+  async readCounters(name: string): Promise<Record<string, number>> {
+    return Object.fromEntries(this.counters.get(name) ?? []);
   }
 
   async putTeller(t: TellerRecord): Promise<void> {

@@ -5,8 +5,10 @@ import { GuardedRedis, sleep } from './guarded-redis.ts';
 import { LOCK_SCRIPTS, RedisLocks, type RedisLockOptions } from './redis-lock.ts';
 import { parseRecord, type RecordKind, type RecordOf } from './schemas.ts';
 import {
+  checkDeltas,
   NotFoundError,
   StoreConflictError,
+  StoreDataError,
   StoreUnavailableError,
   type OfferRecord,
   type SessionRecord,
@@ -200,6 +202,35 @@ export class RedisStore implements StateStore {
 
   indexMembers(name: string): Promise<string[]> {
     return this.run('indexMembers', true, () => this.redis.smembers(this.key(`index:${name}`)));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Counters (one hash per name; HINCRBYFLOAT in one MULTI, so a set of deltas lands whole)
+
+  async addToCounters(name: string, deltas: Record<string, number>): Promise<void> {
+    checkDeltas(deltas);
+    const fields = Object.entries(deltas);
+    if (fields.length === 0) return;
+    // Not resendable: a retried increment would count twice.
+    await this.run('addToCounters', false, async () => {
+      const multi = this.redis.multi();
+      for (const [field, delta] of fields) multi.hincrbyfloat(this.key(`counters:${name}`), field, String(delta));
+      const results = await multi.exec();
+      const failed = results?.find(([err]) => err);
+      if (!results || failed) throw new StoreDataError('counters', name, failed?.[0]?.message ?? 'transaction aborted');
+    });
+  }
+
+  async readCounters(name: string): Promise<Record<string, number>> {
+    const raw = await this.run('readCounters', true, () => this.redis.hgetall(this.key(`counters:${name}`)));
+    const out: Record<string, number> = {};
+    for (const [field, text] of Object.entries(raw)) {
+      const value = Number(text);
+      // Stored values are outside input: a field that is not a number is reported, not summed.
+      if (!Number.isFinite(value)) throw new StoreDataError('counters', name, `${field} is not a number`);
+      out[field] = value;
+    }
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -151,6 +151,15 @@ export interface StateStore {
   indexMembers(name: string): Promise<string[]>;
 
   /**
+   * Named sets of counters the whole deployment adds to (e.g. `callstats`: calls answered and
+   * abandoned by every node, for the supervisor board). Each delta is added atomically; a field
+   * never added to reads as absent. Deltas are finite numbers (fractions allowed: waits in seconds).
+   * Not idempotent: a caller must not resend an increment whose outcome is unknown.
+   */
+  addToCounters(name: string, deltas: Record<string, number>): Promise<void>;
+  readCounters(name: string): Promise<Record<string, number>>;
+
+  /**
    * Runs fn while holding a named lock (one routing pass at a time across all nodes). Not
    * re-entrant. The lock is released when fn settles, also when it throws. A store may bound the
    * wait: it then throws LockTimeoutError without running fn.
@@ -207,5 +216,13 @@ export class StoreConflictError extends Error {
   constructor(readonly what: string, readonly id: string, readonly rounds: number) {
     super(`${what} ${id}: gave up after ${rounds} conflicting writes`);
     this.name = 'StoreConflictError';
+  }
+}
+
+/** Counter deltas are finite numbers under plain field names; anything else is a caller's bug. */
+export function checkDeltas(deltas: Record<string, number>): void {
+  for (const [field, delta] of Object.entries(deltas)) {
+    if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(field)) throw new RangeError(`counter field ${JSON.stringify(field).slice(0, 80)} is not a plain name`);
+    if (typeof delta !== 'number' || !Number.isFinite(delta)) throw new RangeError(`counter ${field}: the delta must be a finite number`);
   }
 }

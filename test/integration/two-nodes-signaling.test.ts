@@ -92,6 +92,15 @@ describe('two nodes sharing Redis', () => {
     expect(await tellerEnded).toMatchObject({ sessionId, reason: 'customer_hangup' });
     expect(b.app.signaling.calls.size).toBe(0);
     expect(await request(customer, 'media:capabilities', {})).toMatchObject({ ok: false, error: { code: 'invalid_state' } });
+
+    // The supervisor board on node A shows the call node B's router answered: the board's figures
+    // are the deployment's (shared counters), while A's own /metrics counters stay A's.
+    const supervisor = onA.open('/supervisor', await loginStaff(a.url, 'sam', 'sam-demo-pass'));
+    const board = next(supervisor, 'board:update');
+    expect(await outcome(supervisor)).toEqual({ connected: true });
+    expect(((await board) as { callStats: { answered: number } | null }).callStats).toMatchObject({ answered: 1, connectionRate: 0 });
+    expect((await a.app.operations.callStats.snapshot()).answered).toBe(0);
+    expect((await b.app.operations.callStats.snapshot()).answered).toBe(1);
   });
 
   it('keeps the place of a customer who drops from node A and comes back on node B within the grace period', async () => {

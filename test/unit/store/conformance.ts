@@ -204,6 +204,26 @@ export function describeStoreConformance(name: string, open: () => Promise<State
       });
     });
 
+    describe('counters', () => {
+      it('adds deltas atomically, whole and fractional, per name; concurrent adders lose nothing', async () => {
+        const store = await fresh();
+        expect(await store.readCounters('callstats')).toEqual({});
+        await Promise.all(Array.from({ length: 20 }, (_, i) => store.addToCounters('callstats', { answered: 1, waitS: 0.5, ...(i % 2 ? { abandoned: 1 } : {}) })));
+        await store.addToCounters('other', { answered: 7 });
+        expect(await store.readCounters('callstats')).toEqual({ answered: 20, waitS: 10, abandoned: 10 });
+        expect(await store.readCounters('other')).toEqual({ answered: 7 });
+      });
+
+      it('refuses deltas that are not finite numbers and fields that are not plain names, adding nothing', async () => {
+        const store = await fresh();
+        const bads: Array<Record<string, number>> = [{ answered: Number.NaN }, { answered: Number.POSITIVE_INFINITY }, { 'a b': 1 }, { answered: '1' as unknown as number }];
+        for (const bad of bads) {
+          await expect(store.addToCounters('callstats', { ok: 1, ...bad })).rejects.toBeInstanceOf(RangeError);
+        }
+        expect(await store.readCounters('callstats')).toEqual({});
+      });
+    });
+
     describe('tellers', () => {
       it('puts, reads, lists and updates tellers', async () => {
         const store = await fresh();
