@@ -395,6 +395,14 @@ export class CallMedia extends EventEmitter<CallMediaEvents> {
       if (entry.consumer.kind === 'video') {
         // The receiver cannot decode anything until the next key frame: ask for one now.
         await entry.consumer.requestKeyFrame().catch((err: unknown) => this.log.warn({ err, consumerId }, 'key frame request failed'));
+        // A key frame lost on the way (or sent before the receiver was ready) leaves the picture
+        // black until the sender's next one, which may be long: ask again a little later.
+        const consumer = entry.consumer;
+        for (const ms of [1000, 3000]) {
+          setTimeout(() => {
+            if (!consumer.closed) consumer.requestKeyFrame().catch(() => undefined);
+          }, ms).unref();
+        }
       }
       this.log.debug({ participant, consumerId, kind: entry.consumer.kind }, 'consumer resumed');
     });
