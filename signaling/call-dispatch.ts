@@ -12,12 +12,10 @@ import { z } from 'zod';
 import type { Logger } from '../src/logger.ts';
 import type { StateStore } from '../src/store/types.ts';
 import { NodeUnreachableError, RemoteError, type Cluster } from '../src/cluster/types.ts';
-import { ERROR_CODES, type ErrorCode } from './protocol.ts';
 import type { CallCoordinator } from './calls.ts';
 import { SignalingError } from './handlers.ts';
 
 const CHANNEL = 'call';
-const ERROR_CODE_SET = new Set<string>(ERROR_CODES);
 const envelopeSchema = z.object({ op: z.string().min(1).max(64), sessionId: z.string().min(1).max(128), args: z.unknown() });
 
 type Operation = { schema: z.ZodType; run: (sessionId: string, args: unknown) => Promise<unknown> };
@@ -56,7 +54,8 @@ export class CallDispatch {
     try {
       return await this.cluster.request(owner, CHANNEL, { op, sessionId, args });
     } catch (err) {
-      if (err instanceof RemoteError) throw new SignalingError(ERROR_CODE_SET.has(err.code) ? (err.code as ErrorCode) : 'internal', err.message);
+      // A RemoteError keeps its code: handle() turns a known code into the typed refusal, any other into internal.
+      if (err instanceof RemoteError) throw err;
       if (err instanceof NodeUnreachableError) {
         this.log.warn({ sessionId, op, mediaNode: owner, msg: err.message }, 'the node holding this call did not answer');
         throw new SignalingError('unavailable', 'the server holding this call is not reachable; try again');
